@@ -1,0 +1,3 @@
+from genaug.cli import main
+
+main()

@@ -1,0 +1,117 @@
+from pathlib import Path
+
+import pytest
+
+from genaug.config import Config, apply_override, builtin_config_text, load_config, stage_key, to_toml
+from genaug.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, text):
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return path
+
+
+def message(excinfo) -> str:
+    text = str(excinfo.value)
+    assert "\n" not in text, "a user error is one line"
+    return text
+
+
+def test_misspelt_key_names_full_path_and_closest_key(tmp_path):
+    with pytest.raises(UserError) as e:
+        load_config(write(tmp_path, "[mae]\nstpes = 10\n"))
+    text = message(e)
+    assert "mae.stpes" in text and "did you mean 'mae.steps'" in text and "study.toml" in text
+
+
+def test_unknown_nested_key_without_close_match(tmp_path):
+    with pytest.raises(UserError) as e:
+        load_config(write(tmp_path, "[data.scenes]\nbanana = 1\n"))
+    assert "unknown key 'data.scenes.banana'" in message(e)
+
+
+def test_unknown_section(tmp_path):
+    with pytest.raises(UserError) as e:
+        load_config(write(tmp_path, "[dpm]\nsteps = 1\n"))
+    assert "'dpm'" in message(e) and "ddpm" in message(e)
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    with pytest.raises(UserError) as e:
+        load_config(write(tmp_path, "[mae]\nsteps = 'many'\n"))
+    text = message(e)
+    assert "mae.steps" in text and "'many'" in text
+
+
+def test_out_of_range_value(tmp_path):
+    with pytest.raises(UserError) as e:
+        load_config(write(tmp_path, "[mae]\nmask_ratio = 1.5\n"))
+    assert "mae.mask_ratio" in message(e)
+
+
+def test_sizes_larger_than_source_name_every_key(tmp_path):
+    with pytest.raises(UserError) as e:
+        load_config(write(tmp_path, "[data]\nn_train = 900\nn_test = 200\n[data.scenes]\nn_frames = 1000\n"))
+    text = message(e)
+    assert "data.n_train" in text and "data.n_test" in text and "data.scenes.n_frames = 1000" in text
+
+
+def test_not_toml(tmp_path):
+    with pytest.raises(UserError) as e:
+        load_config(write(tmp_path, "[mae\n"))
+    assert "not valid TOML" in message(e)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UserError) as e:
+        load_config(tmp_path / "nope.toml")
+    assert "nope.toml" in message(e)
+
+
+def test_set_overrides_any_key_with_toml_values():
+    cfg = load_config(None, ["mae.steps=7", "study.seeds=[4, 5]", "data.resize=squash", "ddpm.attention=false"])
+    assert cfg.mae.steps == 7 and cfg.study.seeds == [4, 5]
+    assert cfg.data.resize == "squash" and cfg.ddpm.attention is False
+
+
+@pytest.mark.parametrize("bad", ["mae.steps", "=3", "mae..steps=3"])
+def test_set_bad_expression(bad):
+    with pytest.raises(UserError) as e:
+        load_config(None, [bad])
+    assert "--set" in message(e)
+
+
+def test_set_into_a_value_is_rejected():
+    raw = {"seed": 1}
+    with pytest.raises(UserError) as e:
+        apply_override(raw, "seed.x=2")
+    assert "'seed' is a value" in message(e)
+
+
+def test_set_unknown_key_is_rejected_with_path():
+    with pytest.raises(UserError) as e:
+        load_config(None, ["mae.lrr=0.1"])
+    assert "mae.lrr" in message(e) and "mae.lr" in message(e)
+
+
+def test_resolved_config_round_trips_with_every_default(tmp_path):
+    cfg = load_config(None, ["mae.steps=9"])
+    text = to_toml(cfg)
+    assert "weight_decay" in text and "night_fraction" in text  # defaults written out
+    again = load_config(write(tmp_path, text))
+    assert again == cfg
+
+
+def test_quickstart_file_is_the_builtin_config():
+    assert (REPO / "configs" / "quickstart.toml").read_text() == builtin_config_text()
+
+
+def test_stage_key_depends_on_values_not_dict_order():
+    a, b = Config(), Config()
+    assert stage_key("mae", a.mae) == stage_key("mae", b.mae)
+    b.mae.lr = 0.5
+    assert stage_key("mae", a.mae) != stage_key("mae", b.mae)
+    assert stage_key({"x": 1, "y": 2}) == stage_key({"y": 2, "x": 1})
