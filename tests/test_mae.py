@@ -1,0 +1,73 @@
+import torch
+
+from genaug import mae
+from genaug.config import MAEConfig
+
+CFG = MAEConfig(preset="micro", patch_size=4)
+
+
+def test_fixed_noise_depends_only_on_image_id_and_eval_seed():
+    ids = [f"scene_{i:06d}" for i in range(6)]
+    full = mae.fixed_noise(ids, 64, eval_seed=3)
+    assert torch.equal(mae.fixed_noise(ids[2:4], 64, eval_seed=3), full[2:4])  # batch-independent
+    assert not torch.equal(mae.fixed_noise(ids, 64, eval_seed=4), full)
+    assert not torch.equal(full[0], full[1])
+
+
+def test_same_mask_for_two_different_models():
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    noise = mae.fixed_noise([str(i) for i in range(5)], 64, eval_seed=0)
+    normalizer = mae.Normalizer.fit(images)
+    torch.manual_seed(0)
+    model_a = mae.build(CFG, 32, 3).eval()
+    torch.manual_seed(1)
+    model_b = mae.build(MAEConfig(preset="tiny", patch_size=4), 32, 3).eval()
+    pred_a, mask_a = mae.reconstruct(model_a, normalizer, images, noise)
+    pred_b, mask_b = mae.reconstruct(model_b, normalizer, images, noise)
+    assert torch.equal(mask_a, mask_b)
+    assert not torch.allclose(pred_a, pred_b)
+    assert torch.equal(mask_a, mae.mask_from_noise(noise, 0.75))  # our rule is the model's rule
+    assert mask_a.sum(dim=1).tolist() == [48.0] * 5
+
+
+def test_normalizer_round_trip_and_single_rescale(tmp_path):
+    images = torch.randint(0, 256, (8, 1, 16, 16), dtype=torch.uint8)
+    normalizer = mae.Normalizer.fit(images)
+    unit = images.float() / 255
+    model_input = normalizer.to_model(unit)
+    # uint8 is rescaled exactly once: the normalised set has unit spread, not 1/255 of it.
+    assert abs(model_input.std().item() - 1) < 0.05 and abs(model_input.mean().item()) < 0.05
+    assert torch.allclose(normalizer.to_unit(model_input), unit, atol=1e-6)
+    normalizer.save(tmp_path, 16)
+    loaded = mae.Normalizer.load(tmp_path)
+    assert torch.allclose(loaded.mean, normalizer.mean) and torch.allclose(loaded.std, normalizer.std)
+
+
+def test_masked_errors_count_only_masked_pixels():
+    target = torch.zeros(1, 1, 8, 8)
+    prediction = torch.zeros(1, 1, 8, 8)
+    mask = torch.tensor([[1.0, 0.0, 0.0, 0.0]])  # patch 4: top-left quarter hidden
+    prediction[..., 4:, 4:] = 1.0  # wrong only where the model could see: must not count
+    mse, psnr = mae.masked_errors(prediction, target, mask, patch=4)
+    assert mse.item() == 0.0
+    prediction[..., :4, :4] = 0.5
+    mse, psnr = mae.masked_errors(prediction, target, mask, patch=4)
+    assert abs(mse.item() - 0.25) < 1e-7
+    # PSNR of visible-as-given + predicted-where-masked: only the masked quarter's error counts
+    assert abs(psnr.item() - (-10 * torch.log10(torch.tensor(16 * 0.25 / 64))).item()) < 1e-4
+
+
+def test_scratch_mae_has_sincos_positions_that_survive_save_and_load(tmp_path):
+    """transformers 5.x builds scratch ViTMAEs with zero positions; `build` must put them back."""
+    from transformers import ViTMAEForPreTraining
+
+    model = mae.build(CFG, 32, 1)
+    encoder_pos = model.vit.embeddings.position_embeddings
+    decoder_pos = model.decoder.decoder_pos_embed
+    grid = encoder_pos[0, 1:]
+    assert grid.abs().sum() > 0 and decoder_pos[0, 1:].abs().sum() > 0
+    assert len({tuple(row.tolist()) for row in grid}) == 64  # every patch position is distinct
+    model.save_pretrained(tmp_path)
+    loaded = ViTMAEForPreTraining.from_pretrained(tmp_path)
+    assert torch.equal(loaded.vit.embeddings.position_embeddings, encoder_pos)
+    assert torch.equal(loaded.decoder.decoder_pos_embed, decoder_pos)
