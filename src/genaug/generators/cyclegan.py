@@ -1,0 +1,130 @@
+"""CycleGAN RGB (domain A) -> thermal (domain B), trained on unpaired images (Zhu et al. 2017).
+
+Paper names: netG_A: A -> B, netG_B: B -> A, netD_A judges domain B, netD_B judges domain A.
+real_A and real_B are drawn independently, so no pairing is ever used even where the source has it.
+Saved as `weights.safetensors` (all four networks) + `config.json`; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from genaug.config import CycleGANConfig
+from genaug.data.images import BatchSampler, from_unit, to_unit
+from genaug.engine import Trainer
+from genaug.generators.networks import GANLoss, ImagePool, PatchDiscriminator, ResnetGenerator, init_weights
+
+NETWORKS = ("netG_A", "netG_B", "netD_A", "netD_B")
+
+
+def build(cfg: CycleGANConfig, channels_a: int, channels_b: int) -> dict[str, torch.nn.Module]:
+    gen = dict(ngf=cfg.ngf, n_blocks=cfg.n_blocks, n_downsampling=cfg.n_downsampling)
+    return {
+        "netG_A": init_weights(ResnetGenerator(channels_a, channels_b, **gen)),
+        "netG_B": init_weights(ResnetGenerator(channels_b, channels_a, **gen)),
+        "netD_A": init_weights(PatchDiscriminator(channels_b, cfg.ndf, cfg.d_layers)),
+        "netD_B": init_weights(PatchDiscriminator(channels_a, cfg.ndf, cfg.d_layers)),
+    }
+
+
+def linear_decay(optimizer: torch.optim.Optimizer, steps: int, decay_start: float):
+    """Constant LR, then linear decay to zero over the remaining steps (junyanz `linear` policy)."""
+    constant = int(steps * decay_start)
+
+    def factor(step: int) -> float:
+        return 1.0 - max(0, step - constant) / max(1, steps - constant)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train(cfg: CycleGANConfig, images_a: torch.Tensor, images_b: torch.Tensor, seed: int, trainer: Trainer,
+          log_note=print):
+    """uint8 `images_a` (N, Ca, S, S), `images_b` (M, Cb, S, S) -> (networks, logged rows)."""
+    torch.manual_seed(seed)
+    channels_a, channels_b = images_a.shape[1], images_b.shape[1]
+    nets = build(cfg, channels_a, channels_b)
+    identity = cfg.lambda_identity if channels_a == channels_b else 0.0
+    if cfg.lambda_identity and not identity:
+        log_note(f"cyclegan: identity loss off ({channels_a}-channel A vs {channels_b}-channel B)")
+    params_g = [*nets["netG_A"].parameters(), *nets["netG_B"].parameters()]
+    params_d = [*nets["netD_A"].parameters(), *nets["netD_B"].parameters()]
+    optimizer_g = torch.optim.Adam(params_g, lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    optimizer_d = torch.optim.Adam(params_d, lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    schedules = [linear_decay(o, cfg.steps, cfg.decay_start) for o in (optimizer_g, optimizer_d)]
+    prepared = trainer.prepare(*nets.values(), optimizer_g, optimizer_d, *schedules)
+    netG_A, netG_B, netD_A, netD_B, optimizer_g, optimizer_d, *schedules = prepared
+    batches_a = BatchSampler(images_a, trainer.device, seed)
+    batches_b = BatchSampler(images_b, trainer.device, seed + 1)  # independent draws: unpaired
+    pool_A, pool_B = ImagePool(cfg.pool_size, seed), ImagePool(cfg.pool_size, seed + 1)
+    gan = GANLoss(cfg.gan_loss)
+    l1 = torch.nn.L1Loss()
+    for net in (netG_A, netG_B, netD_A, netD_B):
+        net.train()
+
+    def step(_: int) -> dict[str, torch.Tensor]:
+        real_A = batches_a(cfg.batch_size) * 2 - 1
+        real_B = batches_b(cfg.batch_size) * 2 - 1
+        # G step, with D frozen: fool both discriminators and come back where each image started.
+        for net in (netD_A, netD_B):
+            net.requires_grad_(False)
+        with trainer.autocast():
+            fake_B, fake_A = netG_A(real_A), netG_B(real_B)
+            rec_A, rec_B = netG_B(fake_B), netG_A(fake_A)
+            loss_G_A, loss_G_B = gan(netD_A(fake_B), True), gan(netD_B(fake_A), True)
+            loss_cycle = (l1(rec_A.float(), real_A) + l1(rec_B.float(), real_B)) * cfg.lambda_cycle
+            loss_G = loss_G_A + loss_G_B + loss_cycle
+            if identity:
+                loss_idt = (l1(netG_A(real_B).float(), real_B) + l1(netG_B(real_A).float(), real_A)) * cfg.lambda_cycle * identity
+                loss_G = loss_G + loss_idt
+        optimizer_g.zero_grad(set_to_none=True)
+        trainer.backward(loss_G)
+        optimizer_g.step()
+        # D step: real images vs (pooled) fakes, halved so D learns slower than G (paper, section 7.1).
+        for net in (netD_A, netD_B):
+            net.requires_grad_(True)
+        with trainer.autocast():
+            fake_B_seen, fake_A_seen = pool_B.query(fake_B), pool_A.query(fake_A)
+            loss_D_A = 0.5 * (gan(netD_A(real_B), True) + gan(netD_A(fake_B_seen.detach()), False))
+            loss_D_B = 0.5 * (gan(netD_B(real_A), True) + gan(netD_B(fake_A_seen.detach()), False))
+        optimizer_d.zero_grad(set_to_none=True)
+        trainer.backward(loss_D_A + loss_D_B)
+        optimizer_d.step()
+        for schedule in schedules:
+            schedule.step()
+        return {"G_A": loss_G_A, "G_B": loss_G_B, "cycle": loss_cycle, "D_A": loss_D_A, "D_B": loss_D_B}
+
+    history = trainer.fit(step)
+    unwrap = trainer.accelerator.unwrap_model
+    return {name: unwrap(net) for name, net in zip(NETWORKS, (netG_A, netG_B, netD_A, netD_B))}, history
+
+
+def save(folder: Path, cfg: CycleGANConfig, nets: dict[str, torch.nn.Module], channels_a: int, channels_b: int) -> None:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {f"{name}.{k}": v.detach().cpu().contiguous() for name, net in nets.items() for k, v in net.state_dict().items()}
+    save_file(state, folder / "weights.safetensors")
+    config = {"model": "cyclegan", "channels_a": channels_a, "channels_b": channels_b, **cfg.model_dump(mode="json")}
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def load_generator(folder: Path, direction: str = "netG_A") -> torch.nn.Module:
+    from safetensors.torch import load_file
+
+    config = json.loads((folder / "config.json").read_text())
+    cfg = CycleGANConfig.model_validate({k: v for k, v in config.items() if k in CycleGANConfig.model_fields})
+    net = build(cfg, config["channels_a"], config["channels_b"])[direction]
+    state = load_file(folder / "weights.safetensors")
+    net.load_state_dict({k.removeprefix(f"{direction}."): v for k, v in state.items() if k.startswith(f"{direction}.")})
+    return net.eval()
+
+
+@torch.no_grad()
+def translate(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """uint8 (N, C_in, S, S) -> uint8 (N, C_out, S, S)."""
+    device = next(net.parameters()).device
+    out = [from_unit((net(to_unit(chunk).to(device) * 2 - 1) + 1) / 2) for chunk in images.split(batch_size)]
+    return torch.cat(out)
