@@ -1,0 +1,335 @@
+"""The report, rebuilt from stored stage outputs alone (`genaug report RUN_DIR` runs just this).
+
+Writes at the top of the run directory: results.csv (long format), summary.json, report.md (figures
+beside it in figures/) and report.html (the same content, figures embedded, one self-contained file).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from genaug.analysis.stats import compare, seed_summary
+from genaug.errors import UserError
+from genaug.study.store import MANIFEST, write_json_atomic, write_text_atomic
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class RunData:
+    """Everything the report needs, read from the run directory through plan.json."""
+
+    def __init__(self, run_dir: Path):
+        from genaug.study.runner import PLAN_FILE, load_plan
+
+        self.root = run_dir
+        if not (run_dir / PLAN_FILE).is_file():
+            raise UserError(f"{run_dir}: no {PLAN_FILE} here; give a directory written by `genaug run`")
+        self.steps = load_plan(run_dir)
+        missing = [s["folder"] for s in self.steps if not (run_dir / s["folder"] / MANIFEST).is_file()]
+        if missing:
+            raise UserError(f"{run_dir / missing[0]}: stage output incomplete ({len(missing)} missing); "
+                            "run `genaug run` with the same config to finish the study")
+        self.config_text = (run_dir / "config.toml").read_text()
+
+    def of(self, stage: str) -> list[dict]:
+        return [s for s in self.steps if s["stage"] == stage]
+
+    def path(self, step: dict) -> Path:
+        return self.root / step["folder"]
+
+
+def collect(run: RunData) -> tuple[dict, list[dict]]:
+    """-> (per-modality arrays, long-format result rows)."""
+    from genaug.study.stages import read_per_image
+
+    data: dict[str, dict] = {}
+    rows: list[dict] = []
+    train_loss = {s["name"]: _read_jsonl(run.path(s) / "log.jsonl") for s in run.of("mae")}
+    for step in run.of("eval"):
+        p = step["params"]
+        table = read_per_image(run.path(step))
+        block = data.setdefault(p["modality"], {"conditions": {}, "ids": table["image_id"]})
+        if not np.array_equal(block["ids"], table["image_id"]):
+            raise AssertionError(f"{step['folder']}: evaluated on different test images than its modality")
+        if p["condition"] == "mean-predictor":
+            block["baseline"] = table["masked_mse"].mean()
+            continue
+        runs = block["conditions"].setdefault(p["condition"], {"mse": [], "psnr": [], "seeds": [], "eval": []})
+        runs["mse"].append(table["masked_mse"])
+        runs["psnr"].append(table["psnr"])
+        runs["seeds"].append(p["seed"])
+        runs["eval"].append(run.path(step))
+        common = {"modality": p["modality"], "condition": p["condition"], "seed": p["seed"]}
+        rows.append({**common, "split": "test", "metric": "masked_mse", "value": table["masked_mse"].mean()})
+        rows.append({**common, "split": "test", "metric": "psnr", "value": table["psnr"].mean()})
+        rows.append({**common, "split": "train", "metric": "final_loss", "value": train_loss[step["name"]][-1]["loss"]})
+    for block in data.values():
+        for runs in block["conditions"].values():
+            runs["mse"], runs["psnr"] = np.stack(runs["mse"]), np.stack(runs["psnr"])
+    return data, rows
+
+
+def summarize(data: dict, run: RunData) -> dict:
+    summary: dict = {"modalities": {}, "synthetic": {}}
+    for modality, block in data.items():
+        conditions = {}
+        for condition, runs in block["conditions"].items():
+            mse, psnr = seed_summary(runs["mse"]), seed_summary(runs["psnr"])
+            entry = {"test_mse_mean": mse["mean"], "test_mse_std": mse["std"], "n_seeds": mse["n_seeds"],
+                     "test_psnr_mean": psnr["mean"], "test_psnr_std": psnr["std"],
+                     "beats_mean_predictor": bool(mse["mean"] < block["baseline"])}
+            if condition != "real" and "real" in block["conditions"]:
+                entry.update(compare(runs["mse"], block["conditions"]["real"]["mse"]))
+            conditions[condition] = entry
+        summary["modalities"][modality] = {
+            "baseline_mean_predictor_mse": float(block["baseline"]),
+            "n_test_images": int(len(block["ids"])),
+            "conditions": conditions,
+        }
+    for step in run.of("ddpm") + run.of("cyclegan"):
+        manifest = json.loads((run.path(step) / MANIFEST).read_text())
+        summary["synthetic"].setdefault(manifest["modality"], {})[manifest["generator"]] = {
+            "folder": step["folder"], "n_images": len(manifest["images"]), "train_seconds": manifest["seconds"],
+        }
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+def _save_png(path: Path, picture: np.ndarray, scale: int) -> Path:
+    from PIL import Image
+
+    image = Image.fromarray(picture)
+    image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST).save(path)
+    return path
+
+
+def figure_losses(run: RunData, out: Path) -> list[tuple[Path, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = []
+    maes = run.of("mae")
+    modalities = sorted({s["params"]["modality"] for s in maes})
+    fig, axes = plt.subplots(1, len(modalities), figsize=(5.5 * len(modalities), 3.6), squeeze=False)
+    colours = {}
+    for ax, modality in zip(axes[0], modalities):
+        for step in (s for s in maes if s["params"]["modality"] == modality):
+            log = _read_jsonl(run.path(step) / "log.jsonl")
+            condition = step["params"]["condition"]
+            colour = colours.setdefault(condition, f"C{len(colours)}")
+            first = step["params"]["seed"] == min(s["params"]["seed"] for s in maes)
+            ax.plot([r["step"] for r in log], [r["loss"] for r in log], color=colour, alpha=0.8,
+                    label=condition if first else None)
+        ax.set(title=f"MAE training loss, {modality}", xlabel="optimiser step", ylabel="masked MSE (normalised)",
+               yscale="log")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "mae_training_loss.png", dpi=110)
+    plt.close(fig)
+    figures.append((out / "mae_training_loss.png", "MAE training loss per run (one line per seed; same step budget)"))
+
+    generators = run.of("ddpm") + run.of("cyclegan")
+    if generators:
+        fig, axes = plt.subplots(1, len(generators), figsize=(5.5 * len(generators), 3.6), squeeze=False)
+        for ax, step in zip(axes[0], generators):
+            log = _read_jsonl(run.path(step) / "log.jsonl")
+            for name in (k for k in log[0] if k != "step"):
+                ax.plot([r["step"] for r in log], [r[name] for r in log], label=name)
+            ax.set(title=f"{step['stage']} training loss", xlabel="optimiser step")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "generator_training_loss.png", dpi=110)
+        plt.close(fig)
+        figures.append((out / "generator_training_loss.png", "Generator training losses"))
+    return figures
+
+
+def figure_samples(run: RunData, out: Path, n: int = 16) -> list[tuple[Path, str]]:
+    from genaug.data.images import grid
+    from genaug.study.stages import load_split, load_synthetic
+
+    split = load_split(run.path(run.of("split")[0]))
+    figures = []
+    for step in run.of("ddpm") + run.of("cyclegan"):
+        modality = step["params"]["modality"]
+        real = split["train"].modality(modality)[:n]
+        fake = load_synthetic(run.path(step))[:n]
+        rows = np.concatenate([grid(real, n), grid(fake, n)], axis=0)
+        path = _save_png(out / f"samples_{modality}.png", rows, 3)
+        figures.append((path, f"{modality}: real training frames (top) vs {step['stage']} synthetic images (bottom)"))
+    return figures
+
+
+def figure_reconstructions(run: RunData, data: dict, out: Path) -> list[tuple[Path, str]]:
+    from safetensors.torch import load_file
+
+    from genaug.data.images import grid
+
+    figures = []
+    for modality, block in data.items():
+        rows, labels = [], []
+        for condition, runs in block["conditions"].items():
+            first = int(np.argmin(runs["seeds"]))
+            examples = load_file(runs["eval"][first] / "examples.safetensors")
+            if not rows:
+                rows += [grid(examples["original"], len(examples["original"])),
+                         grid(examples["masked"], len(examples["masked"]))]
+                labels += ["original", "masked (same mask for every model)"]
+            rows.append(grid(examples["reconstruction"], len(examples["reconstruction"])))
+            labels.append(f"{condition}, seed {runs['seeds'][first]}")
+        path = _save_png(out / f"reconstructions_{modality}.png", np.concatenate(rows, axis=0), 3)
+        figures.append((path, f"{modality} test images, rows top to bottom: " + "; ".join(labels)))
+    return figures
+
+
+# ----------------------------------------------------------------------------------------------- writers
+
+
+def write_results_csv(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["modality", "condition", "seed", "split", "metric", "value"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "value": f"{row['value']:.8g}"})
+    tmp.replace(path)
+
+
+def results_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["modality", "condition", "seeds", "test MSE (mean ± std)", "PSNR dB", "vs real", "95% CI", "p (Wilcoxon)",
+              "beats mean predictor"]
+    rows = []
+    for modality, block in summary["modalities"].items():
+        for condition, c in block["conditions"].items():
+            rel, ci, p = c.get("rel_change_vs_real"), c.get("ci95"), c.get("p_value")
+            rows.append([
+                modality, condition, str(c["n_seeds"]), f"{c['test_mse_mean']:.5f} ± {c['test_mse_std']:.5f}",
+                f"{c['test_psnr_mean']:.2f} ± {c['test_psnr_std']:.2f}",
+                "—" if rel is None else f"{rel:+.1%}", "—" if ci is None else f"[{ci[0]:+.1%}, {ci[1]:+.1%}]",
+                "—" if p is None else f"{p:.3g}", "yes" if c["beats_mean_predictor"] else "NO",
+            ])
+        rows.append([modality, "mean predictor (floor)", "—", f"{block['baseline_mean_predictor_mse']:.5f}",
+                     "—", "—", "—", "—", "—"])
+    return header, rows
+
+
+def verdicts(summary: dict) -> list[str]:
+    lines = []
+    for modality, block in summary["modalities"].items():
+        for condition, c in block["conditions"].items():
+            if "ci95" not in c:
+                continue
+            low, high = c["ci95"]
+            if high < 0:
+                word = "lowers the held-out error (an improvement)"
+            elif low > 0:
+                word = "raises the held-out error (harm)"
+            else:
+                word = "changes the held-out error by an amount the 95 % interval cannot tell from zero"
+            lines.append(f"{modality}, {condition}: {word}: {c['rel_change_vs_real']:+.1%} "
+                         f"[{low:+.1%}, {high:+.1%}], Wilcoxon p = {c['p_value']:.3g}, "
+                         f"{c['n_seeds']} seeds × {block['n_test_images']} test images.")
+        failed = [k for k, c in block["conditions"].items() if not c["beats_mean_predictor"]]
+        if failed:
+            lines.append(f"WARNING {modality}: {', '.join(failed)} did not beat the mean predictor; "
+                         "the MAEs have not learned enough for a comparison (train longer).")
+    return lines
+
+
+def sections(summary: dict, figures: list[tuple[Path, str]], run: RunData) -> list[tuple]:
+    header, rows = results_rows(summary)
+    return [
+        ("h1", "genaug study report"),
+        ("p", "Every MAE is evaluated on the same held-out real test images with the same fixed mask per "
+              "image (derived from the image id and the evaluation seed). Errors are the mean squared "
+              "error over masked pixels in [0, 1] pixel space; PSNR is of the full reconstruction (visible "
+              "pixels as given, masked ones predicted). Conditions train for the same number of optimiser "
+              "steps. The 95 % interval of the relative change comes from a hierarchical paired bootstrap "
+              "(test images and seeds resampled) and decides the verdict; the Wilcoxon test pairs test "
+              "images averaged over seeds, so it ignores seed-to-seed variation and is shown for reference."),
+        ("h2", "Verdict"),
+        ("ul", verdicts(summary)),
+        ("h2", "Results"),
+        ("table", header, rows),
+        *[item for path, caption in figures for item in (("img", path, caption),)],
+        ("h2", "Configuration"),
+        ("pre", run.config_text),
+    ]
+
+
+def render_md(blocks: list[tuple], base: Path) -> str:
+    out = []
+    for kind, *args in blocks:
+        if kind == "h1":
+            out.append(f"# {args[0]}\n")
+        elif kind == "h2":
+            out.append(f"## {args[0]}\n")
+        elif kind == "p":
+            out.append(args[0] + "\n")
+        elif kind == "ul":
+            out.append("\n".join(f"- {line}" for line in args[0]) + "\n")
+        elif kind == "table":
+            header, rows = args
+            out.append("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+            out.extend("| " + " | ".join(row) + " |" for row in rows)
+            out.append("")
+        elif kind == "img":
+            out.append(f"![{args[1]}]({args[0].relative_to(base)})\n\n*{args[1]}*\n")
+        elif kind == "pre":
+            out.append("```toml\n" + args[0].rstrip() + "\n```\n")
+    return "\n".join(out)
+
+
+def render_html(blocks: list[tuple]) -> str:
+    body = []
+    for kind, *args in blocks:
+        if kind in ("h1", "h2", "p"):
+            body.append(f"<{kind}>{html.escape(args[0])}</{kind}>")
+        elif kind == "ul":
+            body.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in args[0]) + "</ul>")
+        elif kind == "table":
+            header, rows = args
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
+        elif kind == "img":
+            data = base64.b64encode(args[0].read_bytes()).decode()
+            body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(args[1])}">'
+                        f"<figcaption>{html.escape(args[1])}</figcaption></figure>")
+        elif kind == "pre":
+            body.append(f"<details><summary>config.toml</summary><pre>{html.escape(args[0])}</pre></details>")
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+             "th{background:#f3f3f3}img{max-width:100%;image-rendering:pixelated}figure{margin:1.5em 0}"
+             "figcaption{color:#555;font-size:90%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>genaug report</title><style>{style}</style>"
+            f"</head><body>{''.join(body)}</body></html>\n")
+
+
+def build_report(run_dir: Path) -> dict:
+    """Read every stage output of the run's plan and write the report files. -> summary dict."""
+    run = RunData(Path(run_dir))
+    data, rows = collect(run)
+    summary = summarize(data, run)
+    figures_dir = run.root / "figures"
+    figures_dir.mkdir(exist_ok=True)
+    figures = figure_samples(run, figures_dir) + figure_reconstructions(run, data, figures_dir)
+    figures += figure_losses(run, figures_dir)
+    blocks = sections(summary, figures, run)
+    write_results_csv(run.root / "results.csv", rows)
+    write_json_atomic(run.root / "summary.json", summary)
+    write_text_atomic(run.root / "report.md", render_md(blocks, run.root))
+    write_text_atomic(run.root / "report.html", render_html(blocks))
+    return summary

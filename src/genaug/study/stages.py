@@ -1,0 +1,245 @@
+"""The study's stages. Each reads completed input folders and fills one new folder; nothing else.
+
+    split     source -> frames.safetensors (uint8 pool / train / test sets) + split.json (ids)
+    ddpm      split.pool.rgb -> pipeline/ (diffusers) + images/*.png (synthetic RGB)
+    cyclegan  split.pool rgb, thermal (unpaired) -> model/ (safetensors) + images/*.png (synthetic thermal)
+    mae       split.train.<modality> [+ a generator's images] -> model/ (save_pretrained) + log.jsonl
+    eval      split.test.<modality> + an MAE (or the mean predictor) -> per_image.csv + examples.safetensors
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from genaug.config import Config
+from genaug.data.images import from_unit, read_png_folder, to_unit, write_png_folder
+from genaug.data.sources import Frames, open_source
+from genaug.engine import Trainer, resolve_device
+
+SETS = ("pool", "train", "test")
+
+
+@dataclass
+class Context:
+    cfg: Config
+    out: Path  # the (temporary) folder this stage fills
+    inputs: dict[str, Path]  # role -> completed input folder
+    params: dict  # modality, condition, seed, ... of this step
+    manifest: dict  # extra facts for manifest.json
+    trainer: Callable[[int, str], Trainer]  # (steps, log file name) -> Trainer with progress attached
+    advance: Callable[[int], None]  # absolute progress for work beyond training (frames, images)
+    note: Callable[[str], None] = print
+    device: str = field(init=False)
+
+    def __post_init__(self):
+        self.device = resolve_device(self.cfg.runtime)
+
+
+# ------------------------------------------------------------------------------------------------ split
+
+
+def run_split(ctx: Context) -> None:
+    data = ctx.cfg.data
+    source = open_source(data, ctx.cfg.seed)
+    ids = source.ids()
+    order = np.random.default_rng(ctx.cfg.seed).permutation(len(ids))
+    sizes = {"test": data.n_test, "train": data.n_train, "pool": data.n_pool}
+    chosen, start = {}, 0
+    for name in ("test", "train", "pool"):
+        chosen[name] = sorted(ids[i] for i in order[start : start + sizes[name]])
+        start += sizes[name]
+    check_disjoint(chosen)
+    tensors, night, done = {}, {}, 0
+    for name, set_ids in chosen.items():
+        frames = source.load(set_ids, data.image_size, data.resize)
+        tensors[f"{name}.rgb"], tensors[f"{name}.thermal"] = frames.rgb, frames.thermal
+        night[name] = frames.night
+        done += len(set_ids)
+        ctx.advance(done)
+    from safetensors.torch import save_file
+
+    save_file(tensors, ctx.out / "frames.safetensors")
+    (ctx.out / "split.json").write_text(json.dumps({"ids": chosen, "night": night}, indent=1) + "\n")
+    ctx.manifest.update(counts={k: len(v) for k, v in chosen.items()}, disjoint=True)
+
+
+def check_disjoint(sets: dict[str, list[str]]) -> None:
+    names = list(sets)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            shared = set(sets[a]) & set(sets[b])
+            if shared:
+                raise AssertionError(f"split sets {a} and {b} share {len(shared)} frames, e.g. {sorted(shared)[0]}")
+
+
+def load_split(folder: Path) -> dict[str, Frames]:
+    from safetensors.torch import load_file
+
+    tensors = load_file(folder / "frames.safetensors")
+    meta = json.loads((folder / "split.json").read_text())
+    return {
+        name: Frames(meta["ids"][name], tensors[f"{name}.rgb"], tensors[f"{name}.thermal"], meta["night"][name])
+        for name in SETS
+    }
+
+
+# ------------------------------------------------------------------------------------------- generators
+
+
+def run_ddpm(ctx: Context) -> None:
+    from genaug.generators import ddpm
+
+    cfg, n = ctx.cfg.ddpm, ctx.cfg.study.n_synthetic
+    pool = load_split(ctx.inputs["split"])["pool"]
+    unet, scheduler, _ = ddpm.train(cfg, pool.rgb, ctx.cfg.seed, ctx.trainer(cfg.steps, "log.jsonl"))
+    ddpm.save(ctx.out / "pipeline", unet, scheduler)
+    images = ddpm.sample(ctx.out / "pipeline", n, cfg.sampler, cfg.sample_steps, cfg.sample_batch_size,
+                         ctx.cfg.seed, ctx.device, on_batch=lambda done: ctx.advance(cfg.steps + done))
+    write_synthetic(ctx, images, "rgb", "ddpm", {"sampler": cfg.sampler, "sample_steps": cfg.sample_steps})
+
+
+def run_cyclegan(ctx: Context) -> None:
+    from genaug.generators import cyclegan
+
+    cfg, n = ctx.cfg.cyclegan, ctx.cfg.study.n_synthetic
+    pool = load_split(ctx.inputs["split"])["pool"]
+    nets, _ = cyclegan.train(cfg, pool.rgb, pool.thermal, ctx.cfg.seed, ctx.trainer(cfg.steps, "log.jsonl"),
+                             log_note=ctx.note)
+    cyclegan.save(ctx.out / "model", cfg, nets, pool.rgb.shape[1], pool.thermal.shape[1])
+    # Thermal images for the MAE come from pool RGB frames: never from a frame of any MAE set.
+    images = cyclegan.translate(nets["netG_A"].eval(), pool.rgb[:n])
+    ctx.advance(cfg.steps + n)
+    write_synthetic(ctx, images, "thermal", "cyclegan", {"translated_from": pool.ids[:n]})
+
+
+def write_synthetic(ctx: Context, images: torch.Tensor, modality: str, generator: str, extra: dict) -> None:
+    ids = [f"{generator}_{i:06d}" for i in range(len(images))]
+    write_png_folder(ctx.out / "images", images, ids)
+    ctx.manifest.update(modality=modality, generator=generator, seed=ctx.cfg.seed, images=ids, **extra)
+
+
+def load_synthetic(folder: Path) -> torch.Tensor:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return read_png_folder(folder / "images", manifest["images"])
+
+
+GENERATOR_STAGES = {"ddpm": run_ddpm, "cyclegan": run_cyclegan}  # name -> stage; config picks per modality
+
+
+# -------------------------------------------------------------------------------------------------- MAE
+
+
+def run_mae(ctx: Context) -> None:
+    from transformers.utils import logging
+
+    from genaug import mae
+
+    logging.disable_progress_bar()  # the stage's own bar is the one to watch
+
+    modality, condition, seed = ctx.params["modality"], ctx.params["condition"], ctx.params["seed"]
+    real = load_split(ctx.inputs["split"])["train"].modality(modality)
+    images = real
+    if condition == "real+gen":
+        images = torch.cat([real, load_synthetic(ctx.inputs["generator"])])
+    # Normalisation from the real training images, identical for every condition of a modality, so
+    # the conditions differ in their training data and nothing else.
+    normalizer = mae.Normalizer.fit(real)
+    model, history = mae.train(ctx.cfg.mae, images, normalizer, seed, ctx.trainer(ctx.cfg.mae.steps, "log.jsonl"))
+    model.save_pretrained(ctx.out / "model")
+    normalizer.save(ctx.out / "model", ctx.cfg.data.image_size)
+    ctx.manifest.update(modality=modality, condition=condition, seed=seed, n_images=len(images),
+                        n_real=len(real), steps=ctx.cfg.mae.steps, final_loss=history[-1]["loss"])
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+
+
+class MeanPredictor:
+    """Predicts every masked pixel as the training set's per-channel mean: the floor any MAE must beat."""
+
+    def __init__(self, train_images: torch.Tensor):
+        self.mean = to_unit(train_images).mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
+
+    def __call__(self, images: torch.Tensor, noise: torch.Tensor, patch: int, mask_ratio: float):
+        from genaug.mae import mask_from_noise
+
+        return self.mean.expand(images.shape).clone(), mask_from_noise(noise, mask_ratio)
+
+
+class MAEPredictor:
+    def __init__(self, folder: Path, device: str):
+        from transformers import ViTMAEForPreTraining
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()
+        from genaug.mae import Normalizer
+
+        self.model = ViTMAEForPreTraining.from_pretrained(folder).to(device).eval()
+        self.normalizer = Normalizer.load(folder)
+
+    def __call__(self, images: torch.Tensor, noise: torch.Tensor, patch: int, mask_ratio: float):
+        from genaug.mae import reconstruct
+
+        return reconstruct(self.model, self.normalizer, images, noise)
+
+
+def run_eval(ctx: Context) -> None:
+    from genaug import mae
+
+    cfg, modality = ctx.cfg, ctx.params["modality"]
+    split = load_split(ctx.inputs["split"])
+    test = split["test"]
+    images = test.modality(modality)
+    if "mae" in ctx.inputs:
+        predictor = MAEPredictor(ctx.inputs["mae"] / "model", ctx.device)
+    else:
+        predictor = MeanPredictor(split["train"].modality(modality))
+    patch = cfg.mae.patch_size
+    noise = mae.fixed_noise(test.ids, (cfg.data.image_size // patch) ** 2, cfg.eval.seed)
+    mse, psnr, examples = [], [], []
+    for start in range(0, len(images), cfg.eval.batch_size):
+        chunk = slice(start, start + cfg.eval.batch_size)
+        prediction, mask = predictor(images[chunk], noise[chunk], patch, cfg.mae.mask_ratio)
+        batch_mse, batch_psnr = mae.masked_errors(prediction, to_unit(images[chunk]), mask, patch)
+        mse.append(batch_mse)
+        psnr.append(batch_psnr)
+        if start == 0:
+            examples.append((prediction, mask))
+        ctx.advance(min(start + cfg.eval.batch_size, len(images)))
+    mse, psnr = torch.cat(mse), torch.cat(psnr)
+    with open(ctx.out / "per_image.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image_id", "night", "masked_mse", "psnr"])
+        for row in zip(test.ids, test.night, mse.tolist(), psnr.tolist()):
+            writer.writerow([row[0], int(row[1]), f"{row[2]:.8g}", f"{row[3]:.6g}"])
+    prediction, mask = examples[0]
+    k = min(cfg.eval.n_examples, len(prediction))
+    pixel_mask = mae.patch_mask_to_pixels(mask[:k], patch, cfg.data.image_size)
+    original = images[:k]
+    masked = original * (1 - pixel_mask).to(torch.uint8) + (pixel_mask * 127).to(torch.uint8)
+    # What a reader compares: the model's fill-in of the hidden patches, pasted into the visible ones.
+    pasted = to_unit(original) * (1 - pixel_mask) + prediction[:k] * pixel_mask
+    from safetensors.torch import save_file
+
+    save_file({"original": original.contiguous(), "masked": masked.contiguous(), "reconstruction": from_unit(pasted)},
+              ctx.out / "examples.safetensors")
+    ctx.manifest.update(modality=modality, n_images=len(images), eval_seed=cfg.eval.seed,
+                        masked_mse=float(mse.mean()), psnr=float(psnr.mean()))
+
+
+def read_per_image(folder: Path) -> dict[str, np.ndarray]:
+    with open(folder / "per_image.csv") as f:
+        rows = list(csv.DictReader(f))
+    return {
+        "image_id": np.array([r["image_id"] for r in rows]),
+        "night": np.array([int(r["night"]) for r in rows], dtype=bool),
+        "masked_mse": np.array([float(r["masked_mse"]) for r in rows]),
+        "psnr": np.array([float(r["psnr"]) for r in rows]),
+    }

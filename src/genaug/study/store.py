@@ -1,0 +1,85 @@
+"""The run directory: one folder per stage output, keyed by what it depends on, written atomically.
+
+    RUN_DIR/<stage>/<name>-<key>/      e.g. RUN_DIR/mae/thermal-real+gen-seed1-3f2a9c0d11e4/
+        ...the stage's files...
+        manifest.json                  written last: its presence is what "complete" means
+
+A stage builds into a hidden temporary folder beside its final place, which is renamed into place only
+when the stage function returns; the manifest follows. A folder without a manifest (a killed run) is
+never read and is replaced by the next attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from genaug.errors import UserError
+
+FORMAT_VERSION = 1  # bump when a stage's files change meaning; older folders are then rebuilt
+MANIFEST = "manifest.json"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+class Store:
+    def __init__(self, run_dir: Path):
+        run_dir = Path(run_dir)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise UserError(f"{run_dir}: the output path is a file; give --out a directory")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"{run_dir}: cannot create the run directory ({e.strerror}); choose another --out") from None
+        self.root = run_dir
+
+    def path(self, stage: str, name: str, key: str) -> Path:
+        return self.root / stage / f"{name}-{key}"
+
+    def is_complete(self, path: Path) -> bool:
+        return (path / MANIFEST).is_file()
+
+    def manifest(self, path: Path) -> dict:
+        return json.loads((path / MANIFEST).read_text())
+
+    @contextmanager
+    def building(self, stage: str, name: str, key: str, inputs: dict[str, str]) -> Iterator[tuple[Path, dict]]:
+        """Yield (temporary folder, manifest dict); on success the folder becomes the stage output.
+
+        The caller fills the folder and may add entries to the manifest dict.
+        """
+        final = self.path(stage, name, key)
+        tmp = final.with_name(f".tmp-{final.name}")
+        for stale in (tmp, final):
+            if stale.exists():  # a killed attempt: never trusted, rebuilt from scratch
+                shutil.rmtree(stale)
+        tmp.mkdir(parents=True)
+        manifest: dict[str, Any] = {
+            "stage": stage,
+            "name": name,
+            "key": key,
+            "inputs": inputs,
+            "format_version": FORMAT_VERSION,
+        }
+        started = time.time()
+        try:
+            yield tmp, manifest
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        os.replace(tmp, final)
+        manifest["seconds"] = round(time.time() - started, 2)
+        write_json_atomic(final / MANIFEST, manifest)

@@ -1,0 +1,161 @@
+"""The spine end to end at micro size: files, summary keys, learning, caching, bad input."""
+
+import json
+import math
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from genaug.cli import app
+from genaug.config import load_config
+from genaug.study.plan import make_plan
+
+# Micro study: every stage runs for real, just small. Chosen so each MAE clearly beats the mean
+# predictor while the whole run stays well under a minute on 2 cores.
+MICRO = [
+    "data.n_pool=48", "data.n_train=48", "data.n_test=16", "data.scenes.n_frames=120",
+    "ddpm.block_out_channels=[16, 32]", "ddpm.steps=6", "ddpm.sample_steps=3",
+    "cyclegan.ngf=8", "cyclegan.ndf=8", "cyclegan.n_blocks=1", "cyclegan.d_layers=1", "cyclegan.steps=6",
+    "mae.preset=micro", "mae.steps=60", "mae.lr=0.003", "mae.warmup_steps=5",
+    "study.seeds=[0, 1]", "study.n_synthetic=16", "runtime.log_every=5",
+]
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def overrides(extra=()):
+    return [item for pair in (("--set", s) for s in [*MICRO, *extra]) for item in pair]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "run"
+    result = run("run", "--out", str(out), *overrides())
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def completed_steps(run_dir):
+    """folder -> manifest mtime, for every complete stage output."""
+    return {p.parent.relative_to(run_dir).as_posix(): p.stat().st_mtime_ns for p in run_dir.glob("*/*/manifest.json")}
+
+
+def test_run_writes_the_contracted_files(study):
+    for name in ("config.toml", "results.csv", "summary.json", "report.md", "report.html"):
+        assert (study / name).is_file(), name
+    html = (study / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5  # samples x2, reconstructions x2, loss curves
+    assert "src=\"figures" not in html  # self-contained
+    # the MAE is loadable by HF, the DDPM by diffusers
+    from diffusers import DDPMPipeline
+    from transformers import ViTMAEForPreTraining
+
+    mae_dir = next((study / "mae").glob("thermal-real-seed0-*"))
+    assert ViTMAEForPreTraining.from_pretrained(mae_dir / "model").config.num_channels == 1
+    DDPMPipeline.from_pretrained(next((study / "ddpm").iterdir()) / "pipeline")
+
+
+def test_summary_keys_finite_values_and_learning(study):
+    summary = json.loads((study / "summary.json").read_text())
+    assert set(summary["modalities"]) == {"rgb", "thermal"}
+    for modality, block in summary["modalities"].items():
+        baseline = block["baseline_mean_predictor_mse"]
+        assert math.isfinite(baseline) and baseline > 0
+        assert set(block["conditions"]) == {"real", "real+gen"}
+        for condition, c in block["conditions"].items():
+            assert c["n_seeds"] == 2
+            assert math.isfinite(c["test_mse_mean"]) and c["test_mse_mean"] > 0
+            assert math.isfinite(c["test_mse_std"]) and c["test_mse_std"] > 0  # seeds really differ
+            # every MAE learned something: better than predicting the training mean everywhere
+            assert c["test_mse_mean"] < baseline, (modality, condition, c["test_mse_mean"], baseline)
+        gen = block["conditions"]["real+gen"]
+        low, high = gen["ci95"]
+        assert low <= gen["rel_change_vs_real"] <= high
+        assert 0 <= gen["p_value"] <= 1
+        assert "rel_change_vs_real" not in block["conditions"]["real"]
+
+
+def test_results_csv_is_long_format(study):
+    import csv
+
+    rows = list(csv.DictReader((study / "results.csv").open()))
+    assert set(rows[0]) == {"modality", "condition", "seed", "split", "metric", "value"}
+    test_mse = [r for r in rows if r["metric"] == "masked_mse" and r["split"] == "test"]
+    assert len(test_mse) == 2 * 2 * 2  # modality x condition x seed
+    summary = json.loads((study / "summary.json").read_text())
+    real_rgb = [float(r["value"]) for r in test_mse if r["modality"] == "rgb" and r["condition"] == "real"]
+    assert abs(sum(real_rgb) / 2 - summary["modalities"]["rgb"]["conditions"]["real"]["test_mse_mean"]) < 1e-6
+
+
+def test_all_evals_share_test_images_and_masks(study):
+    ids = {p.read_text().splitlines()[1].split(",")[0] for p in (study / "eval").glob("*/per_image.csv")}
+    assert len(ids) == 1
+    from safetensors.torch import load_file
+
+    masked = [load_file(p)["masked"] for p in (study / "eval").glob("rgb-real*/examples.safetensors")]
+    assert len(masked) == 4 and all((m == masked[0]).all() for m in masked)
+
+
+def test_split_is_disjoint_and_synthetic_thermal_comes_from_the_pool(study):
+    split = json.loads(next((study / "split").glob("*/split.json")).read_text())["ids"]
+    pool, train, test = map(set, (split["pool"], split["train"], split["test"]))
+    assert not (pool & train or pool & test or train & test)
+    assert (len(pool), len(train), len(test)) == (48, 48, 16)
+    manifest = json.loads(next((study / "cyclegan").glob("*/manifest.json")).read_text())
+    assert set(manifest["translated_from"]) <= pool
+
+
+def test_second_run_trains_nothing(study):
+    before = completed_steps(study)
+    result = run("run", "--out", str(study), *overrides())
+    assert result.exit_code == 0, result.output
+    assert "0 of 21 steps run" in result.output
+    assert completed_steps(study) == before
+
+
+def test_changed_mae_key_reruns_only_its_dependants(study, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(study, copy)
+    before = completed_steps(copy)
+    result = run("run", "--out", str(copy), *overrides(["mae.lr=0.002"]))
+    assert result.exit_code == 0, result.output
+    after = completed_steps(copy)
+    new = {k.split("/")[0] for k in set(after) - set(before)}
+    assert new == {"mae", "eval"}
+    # the mean-predictor evaluation does not depend on the MAE either
+    assert len(set(after) - set(before)) == 8 + 8
+    for folder in before:
+        assert after[folder] == before[folder]  # nothing earlier was touched or rebuilt
+
+
+def test_plan_keys_follow_dependencies():
+    base = {s.folder for s in make_plan(load_config(None, MICRO))}
+    changed = {s.folder for s in make_plan(load_config(None, [*MICRO, "ddpm.steps=7"]))}
+    rebuilt = {f.split("/")[0] + "/" + f.split("/")[1].split("-")[0] for f in changed - base}
+    assert rebuilt == {"ddpm/ddpm", "mae/rgb", "eval/rgb"}
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["validate", "--set", "mae.stpes=3"], "mae.stpes"),
+    (["validate", "--set", "mae.steps=abc"], "mae.steps"),
+    (["validate", "--set", "data.n_train=900", "--set", "data.n_test=200"], "data.n_train + data.n_test"),
+    (["run", "--set", "mae.steps"], "--set"),
+])
+def test_bad_input_is_one_line_exit_2(args, needle):
+    result = run(*args)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("error:")
+    assert "Traceback" not in result.output
+
+
+def test_output_path_that_is_a_file(tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("keep me")
+    result = run("run", "--out", str(target), *overrides())
+    assert result.exit_code == 2 and str(target) in result.output and "file" in result.output
+    assert target.read_text() == "keep me"
