@@ -67,6 +67,9 @@ def run_study(cfg: Config, run_dir: Path, console: Console | None = None) -> Pat
                 )
                 step.run(ctx)
             progress.update(task, completed=step.work)
+            # One plain line per finished step: the record that stays in a log when bars cannot draw.
+            final = " ".join(f"{k} {v:.4g}" for k, v in manifest.items() if k in ("final_loss", "masked_mse"))
+            progress.console.print(f"done {step.stage} {step.name} in {manifest['seconds']:.1f} s {final}".rstrip())
 
     from genaug.analysis.report import build_report
 
