@@ -138,7 +138,8 @@ def figure_losses(run: RunData, out: Path) -> list[tuple[Path, str]]:
     fig.tight_layout()
     fig.savefig(out / "mae_training_loss.png", dpi=110)
     plt.close(fig)
-    figures.append((out / "mae_training_loss.png", "MAE training loss per run (one line per seed; same step budget)"))
+    figures.append((out / "mae_training_loss.png", "MAE training loss per run (one line per seed; same step budget). Not comparable across "
+                    "conditions: real+gen's loss includes the synthetic images; compare the held-out table"))
 
     generators = run.of("ddpm") + run.of("cyclegan")
     if generators:
@@ -248,7 +249,7 @@ def verdicts(summary: dict) -> list[str]:
     return lines
 
 
-def sections(summary: dict, figures: list[tuple[Path, str]], run: RunData) -> list[tuple]:
+def sections(summary: dict, figures: dict[str, list[tuple[Path, str]]], run: RunData) -> list[tuple]:
     header, rows = results_rows(summary)
     return [
         ("h1", "genaug study report"),
@@ -263,7 +264,8 @@ def sections(summary: dict, figures: list[tuple[Path, str]], run: RunData) -> li
         ("ul", verdicts(summary)),
         ("h2", "Results"),
         ("table", header, rows),
-        *[item for path, caption in figures for item in (("img", path, caption),)],
+        *[block for title, group in figures.items() for block in
+          [("h2", title), *(("img", path, caption) for path, caption in group)]],
         ("h2", "Configuration"),
         ("pre", run.config_text),
     ]
@@ -325,8 +327,11 @@ def build_report(run_dir: Path) -> dict:
     summary = summarize(data, run)
     figures_dir = run.root / "figures"
     figures_dir.mkdir(exist_ok=True)
-    figures = figure_samples(run, figures_dir) + figure_reconstructions(run, data, figures_dir)
-    figures += figure_losses(run, figures_dir)
+    figures = {
+        "Synthetic images": figure_samples(run, figures_dir),
+        "Reconstructions": figure_reconstructions(run, data, figures_dir),
+        "Training": figure_losses(run, figures_dir),
+    }
     blocks = sections(summary, figures, run)
     write_results_csv(run.root / "results.csv", rows)
     write_json_atomic(run.root / "summary.json", summary)

@@ -41,33 +41,13 @@ def run_study(cfg: Config, run_dir: Path, console: Console | None = None) -> Pat
     console.print(plan_table(plan, store))
     todo = [step for step in plan if not store.is_complete(store.root / step.folder)]
 
-    columns = (TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), 
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-    with Progress(*columns, console=console, transient=False) as progress:
-        tasks = {id(step): progress.add_task(f"{step.stage} {step.name}", total=step.work, start=False, info="") for step in todo}
-        for step in todo:
-            task = tasks[id(step)]
-            progress.start_task(task)
-            inputs = {role: store.root / dep.folder for role, dep in step.inputs.items()}
-
-            def advance(completed: int, task=task) -> None:
-                progress.update(task, completed=completed)
-
-            def on_step(i: int, row: dict, task=task) -> None:
-                info = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step")
-                progress.update(task, completed=i, info=info)
-
-            with store.building(step.stage, step.name, step.key, {r: p.name for r, p in inputs.items()}) as (tmp, manifest):
-                manifest["params"] = step.params
-                ctx = Context(
-                    cfg=cfg, out=tmp, inputs=inputs, params=step.params, manifest=manifest,
-                    trainer=lambda steps, log, tmp=tmp, step=step, on_step=on_step: Trainer(
-                        cfg.runtime, steps, tmp / log, f"{step.stage} {step.name}", on_step),
-                    advance=advance, note=progress.console.print,
-                )
-                step.run(ctx)
-            progress.update(task, completed=step.work)
-            # One plain line per finished step: the record that stays in a log when bars cannot draw.
+    columns = (TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+    with Progress(*columns, console=console) as progress:
+        tasks = [progress.add_task(f"{step.stage} {step.name}", total=step.work, start=False, info="") for step in todo]
+        for step, task in zip(todo, tasks):
+            manifest = build_step(step, cfg, store, progress, task)
+            # One plain line per finished step: the record that stays in a log where bars cannot draw.
             final = " ".join(f"{k} {v:.4g}" for k, v in manifest.items() if k in ("final_loss", "masked_mse"))
             progress.console.print(f"done {step.stage} {step.name} in {manifest['seconds']:.1f} s {final}".rstrip())
 
@@ -78,6 +58,28 @@ def run_study(cfg: Config, run_dir: Path, console: Console | None = None) -> Pat
     console.print(f"{len(todo)} of {len(plan)} steps run in {time.time() - started:.0f} s; "
                   f"report: {store.root / 'report.html'}")
     return store.root
+
+
+def build_step(step: Step, cfg: Config, store: Store, progress: Progress, task) -> dict:
+    """Fill the step's folder through the store's atomic protocol; -> its manifest."""
+    progress.start_task(task)
+    label = f"{step.stage} {step.name}"
+    inputs = {role: store.root / dep.folder for role, dep in step.inputs.items()}
+
+    def on_step(i: int, row: dict) -> None:
+        info = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step")
+        progress.update(task, completed=i, info=info)
+
+    with store.building(step.stage, step.name, step.key, {r: p.name for r, p in inputs.items()}) as (tmp, manifest):
+        manifest["params"] = step.params
+        step.run(Context(
+            cfg=cfg, out=tmp, inputs=inputs, params=step.params, manifest=manifest,
+            trainer=lambda steps, log: Trainer(cfg.runtime, steps, tmp / log, label, on_step),
+            advance=lambda completed: progress.update(task, completed=completed),
+            note=progress.console.print,
+        ))
+    progress.update(task, completed=step.work)
+    return manifest
 
 
 def results_table(summary: dict) -> Table:
