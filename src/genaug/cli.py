@@ -45,7 +45,12 @@ def run(
     from genaug.study.runner import run_study
 
     cfg = load_config(config, set_)
-    run_study(cfg, out or Path("runs") / (config.stem if config else "quickstart"))
+    if out is None:
+        if config is not None and config.name == "config.toml" and (config.parent / "plan.json").is_file():
+            out = config.parent  # re-running a run directory's own config: reuse what it holds
+        else:
+            out = Path("runs") / (config.stem if config else "quickstart")
+    run_study(cfg, out)
 
 
 @app.command()
@@ -88,7 +93,7 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory written by 
 def data_scenes(
     out: Path = typer.Argument(..., help="Folder to write rgb/, thermal/ and tags.csv into."),
     n: int = typer.Option(100, "--n", min=1, help="Number of frame pairs."),
-    seed: int = typer.Option(0, help="Scene seed; frames depend only on (seed, index)."),
+    seed: int = typer.Option(0, min=0, max=2**31 - 1, help="Scene seed; frames depend only on (seed, index)."),
     width: int = typer.Option(160, min=32, help="Canvas width."),
     height: int = typer.Option(128, min=32, help="Canvas height."),
     night_fraction: float = typer.Option(0.3, min=0.0, max=1.0, help="Share of night frames."),
@@ -96,9 +101,10 @@ def data_scenes(
     """Write built-in procedural RGB + thermal street scenes as a paired folder."""
     from genaug.data.scenes import write_paired_folder
 
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: the output path is a file; give a directory")
-    write_paired_folder(out, n, seed=seed, width=width, height=height, night_fraction=night_fraction)
+    try:
+        write_paired_folder(out, n, seed=seed, width=width, height=height, night_fraction=night_fraction)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise UserError(f"{out}: cannot create the folders there ({e.strerror}); give another OUT") from None
     typer.echo(f"wrote {n} RGB + thermal pairs to {out}")
 
 

@@ -16,7 +16,7 @@ import json
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -27,10 +27,14 @@ Condition = Literal["real", "real+gen"]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: `steps = true` or `attention = "yes"` is an error, not a silent 1 or True
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
-class ScenesSource(Strict):
+Seed = Annotated[int, Field(ge=0, lt=2**31)]
+
+
+class ScenesConfig(Strict):
     """The built-in procedural street scenes (`genaug.data.scenes`)."""
 
     width: int = Field(160, ge=32, le=4096, description="canvas width in pixels (KAIST: 640)")
@@ -41,7 +45,7 @@ class ScenesSource(Strict):
 
 class DataConfig(Strict):
     source: Literal["scenes"] = "scenes"
-    scenes: ScenesSource = ScenesSource()
+    scenes: ScenesConfig = ScenesConfig()
     image_size: int = Field(32, ge=8, le=1024, description="square side every model sees")
     resize: Literal["crop", "squash"] = Field(
         "crop", description="crop: aspect-preserving centre crop; squash: the seed's distortion"
@@ -115,13 +119,13 @@ class GeneratorChoice(Strict):
 class StudyConfig(Strict):
     modalities: list[Modality] = Field(["rgb", "thermal"], min_length=1)
     conditions: list[Condition] = Field(["real", "real+gen"], min_length=1)
-    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    seeds: list[Seed] = Field([0, 1, 2], min_length=1)
     n_synthetic: int = Field(200, ge=1, description="synthetic images added in real+gen")
     generators: GeneratorChoice = GeneratorChoice()
 
 
 class EvalConfig(Strict):
-    seed: int = Field(1234, description="derives the fixed mask of every test image")
+    seed: Seed = Field(1234, description="derives the fixed mask of every test image")
     batch_size: int = Field(64, ge=1)
     n_examples: int = Field(6, ge=1, description="test images shown reconstructed in the report")
 
@@ -135,7 +139,7 @@ class RuntimeConfig(Strict):
 
 
 class Config(Strict):
-    seed: int = Field(0, description="seeds data selection and generator training")
+    seed: Seed = Field(0, description="seeds the scenes' content, the split and generator training")
     data: DataConfig = DataConfig()
     ddpm: DDPMConfig = DDPMConfig()
     cyclegan: CycleGANConfig = CycleGANConfig()
@@ -145,8 +149,9 @@ class Config(Strict):
     runtime: RuntimeConfig = RuntimeConfig()
 
     @model_validator(mode="after")
-    def _sizes_fit(self) -> Config:
-        d = self.data
+    def _fits_together(self) -> Config:
+        """Cross-key checks: every combination that would only fail later, inside a stage."""
+        d, study = self.data, self.study
         needed = d.n_pool + d.n_train + d.n_test
         if d.source == "scenes" and needed > d.scenes.n_frames:
             raise ValueError(
@@ -154,19 +159,49 @@ class Config(Strict):
                 f"(data.scenes.n_frames = {d.scenes.n_frames}); lower them or raise n_frames"
             )
         if d.image_size % self.mae.patch_size:
-            raise ValueError(
-                f"mae.patch_size = {self.mae.patch_size} does not divide data.image_size = "
-                f"{d.image_size}; choose sizes where it does"
-            )
-        if "real+gen" in self.study.conditions and "thermal" in self.study.modalities:
-            if self.study.n_synthetic > d.n_pool:
+            raise ValueError(f"mae.patch_size = {self.mae.patch_size} does not divide data.image_size = "
+                             f"{d.image_size}; choose sizes where it does")
+        for key, values in (("study.modalities", study.modalities), ("study.conditions", study.conditions),
+                            ("study.seeds", study.seeds)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key} = {values} repeats an entry; list each once")
+        if "real+gen" in study.conditions:
+            if "real" not in study.conditions:
+                raise ValueError("study.conditions has real+gen without real: every condition is "
+                                 "compared with real, so list it too")
+            if "thermal" in study.modalities and study.n_synthetic > d.n_pool:
                 raise ValueError(
-                    f"study.n_synthetic = {self.study.n_synthetic} thermal images are translated "
-                    f"from distinct pool frames, but data.n_pool = {d.n_pool}; lower one or raise the other"
+                    f"study.n_synthetic = {study.n_synthetic} thermal images are translated from distinct "
+                    f"pool frames, but data.n_pool = {d.n_pool}; lower one or raise the other"
                 )
-        if len(set(self.study.seeds)) != len(self.study.seeds):
-            raise ValueError(f"study.seeds = {self.study.seeds} repeats a seed; list distinct seeds")
+            for modality in study.modalities:
+                _check_generator(self, getattr(study.generators, modality))
         return self
+
+
+def _check_generator(cfg: Config, name: str) -> None:
+    size = cfg.data.image_size
+    if name == "ddpm":
+        ddpm = cfg.ddpm
+        groups = min(32, ddpm.block_out_channels[0])
+        if any(c % groups for c in ddpm.block_out_channels):
+            raise ValueError(f"ddpm.block_out_channels = {ddpm.block_out_channels}: each width must be a "
+                             f"multiple of {groups} (the group-norm size); e.g. [32, 64, 128]")
+        halvings = len(ddpm.block_out_channels) - 1
+        if size % 2**halvings:
+            raise ValueError(f"data.image_size = {size} cannot be halved {halvings} times by "
+                             f"ddpm.block_out_channels (one halving per extra level); use fewer levels")
+        if ddpm.sample_steps > ddpm.train_timesteps:
+            raise ValueError(f"ddpm.sample_steps = {ddpm.sample_steps} is more than ddpm.train_timesteps = "
+                             f"{ddpm.train_timesteps}; lower it")
+    elif name == "cyclegan":
+        gan = cfg.cyclegan
+        if size % 2**gan.n_downsampling:
+            raise ValueError(f"data.image_size = {size} cannot be halved cyclegan.n_downsampling = "
+                             f"{gan.n_downsampling} times; lower n_downsampling")
+        if size // 2**gan.d_layers < 3:
+            raise ValueError(f"cyclegan.d_layers = {gan.d_layers} is too deep for data.image_size = {size} "
+                             f"(needs image_size >= {3 * 2**gan.d_layers}); lower d_layers")
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -187,18 +222,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         origin = str(path)
         if not path.is_file():
             raise UserError(f"{path}: no such config file; give the path of a TOML file")
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"{path}: cannot read it as a UTF-8 text file ({e.__class__.__name__}); "
+                            "give a TOML config") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"{origin}: not valid TOML ({e}); fix the file") from None
-    for item in overrides:
-        apply_override(raw, item)
-    return validate(raw, origin)
+    set_keys = [apply_override(raw, item) for item in overrides]
+    return validate(raw, origin, set_keys)
 
 
-def apply_override(raw: dict, item: str) -> None:
-    """`a.b=value`: value is read as a TOML value (1, 0.5, true, [1, 2], "x"), else as a string."""
+def apply_override(raw: dict, item: str) -> str:
+    """`a.b=value`: value is read as a TOML value (1, 0.5, true, [1, 2], "x"), else as a string. -> key"""
     key, sep, value = item.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
@@ -215,12 +253,18 @@ def apply_override(raw: dict, item: str) -> None:
             raise UserError(f"--set {item!r}: '{'.'.join(parts[: i + 1])}' is a value, not a table")
         node = child
     node[parts[-1]] = parsed
+    return key
 
 
-def validate(raw: dict, origin: str = "config") -> Config:
+def validate(raw: dict, origin: str = "config", set_keys: list[str] = ()) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
+        key = ".".join(str(p) for p in e.errors()[0]["loc"])
+        if key and any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in set_keys):
+            origin = "--set"  # the file never had this value: blame what did
+        elif set_keys:
+            origin += " with its --set overrides"
         raise UserError(f"{origin}: {describe_error(e)}") from None
 
 
@@ -242,14 +286,23 @@ def describe_error(e: ValidationError) -> str:
 
 
 def _closest_key(loc: list[str]) -> str | None:
-    model: type[BaseModel] = Config
-    for part in loc[:-1]:
-        field = model.model_fields.get(part)
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return None
-        model = field.annotation
-    match = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1, cutoff=0.6)
-    return ".".join([*loc[:-1], match[0]]) if match else None
+    """The valid key nearest to a misspelt one: same table first, then the same name anywhere."""
+    table = ".".join(loc[:-1])
+    siblings = [k for k in _all_keys() if k.rpartition(".")[0] == table]
+    match = difflib.get_close_matches(".".join(loc), siblings, n=1, cutoff=0.6)
+    if match:
+        return match[0]
+    elsewhere = [k for k in _all_keys() if k.rpartition(".")[2] == loc[-1]]
+    return elsewhere[0] if elsewhere else None
+
+
+def _all_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        keys.append(prefix + name)
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            keys += _all_keys(field.annotation, f"{prefix}{name}.")
+    return keys
 
 
 # ---------------------------------------------------------------------------------------------- output

@@ -59,8 +59,12 @@ class Normalizer:
     def save(self, folder: Path, image_size: int) -> None:
         from transformers import ViTImageProcessor
 
+        from PIL import Image
+
+        # For users of the saved model: genaug itself centre-crops (data.resize) before this resize.
         ViTImageProcessor(
             do_resize=True, size={"height": image_size, "width": image_size},
+            resample=Image.Resampling.BICUBIC,
             do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
             image_mean=self.mean.flatten().tolist(), image_std=self.std.flatten().tolist(),
         ).save_pretrained(folder)

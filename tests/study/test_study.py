@@ -3,6 +3,7 @@
 import json
 import math
 import shutil
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -75,7 +76,7 @@ def test_summary_keys_finite_values_and_learning(study):
         gen = block["conditions"]["real+gen"]
         low, high = gen["ci95"]
         assert low <= gen["rel_change_vs_real"] <= high
-        assert 0 <= gen["p_value"] <= 1
+        assert 0 <= gen["p_value"] <= 1 and 0 <= gen["wilcoxon_p_images"] <= 1
         assert "rel_change_vs_real" not in block["conditions"]["real"]
 
 
@@ -92,8 +93,9 @@ def test_results_csv_is_long_format(study):
 
 
 def test_all_evals_share_test_images_and_masks(study):
-    ids = {p.read_text().splitlines()[1].split(",")[0] for p in (study / "eval").glob("*/per_image.csv")}
-    assert len(ids) == 1
+    ids = {tuple(line.split(",")[0] for line in p.read_text().splitlines()[1:])
+           for p in (study / "eval").glob("*/per_image.csv")}
+    assert len(ids) == 1 and len(next(iter(ids))) == 16
     from safetensors.torch import load_file
 
     masked = [load_file(p)["masked"] for p in (study / "eval").glob("rgb-real*/examples.safetensors")]
@@ -132,11 +134,40 @@ def test_changed_mae_key_reruns_only_its_dependants(study, tmp_path):
         assert after[folder] == before[folder]  # nothing earlier was touched or rebuilt
 
 
-def test_plan_keys_follow_dependencies():
+def rebuilt_by(*change):
     base = {s.folder for s in make_plan(load_config(None, MICRO))}
-    changed = {s.folder for s in make_plan(load_config(None, [*MICRO, "ddpm.steps=7"]))}
-    rebuilt = {f.split("/")[0] + "/" + f.split("/")[1].split("-")[0] for f in changed - base}
-    assert rebuilt == {"ddpm/ddpm", "mae/rgb", "eval/rgb"}
+    changed = {s.folder for s in make_plan(load_config(None, [*MICRO, *change]))}
+    return sorted(f.rsplit("-", 1)[0] for f in changed - base)  # folders without their keys
+
+
+def test_plan_keys_follow_dependencies():
+    assert rebuilt_by("ddpm.steps=7") == ["ddpm/ddpm", "eval/rgb-real+gen-seed0", "eval/rgb-real+gen-seed1",
+                                          "mae/rgb-real+gen-seed0", "mae/rgb-real+gen-seed1"]
+    assert rebuilt_by("eval.seed=5") == sorted(f"eval/{m}-{c}" for m in ("rgb", "thermal")
+                                               for c in ("mean-predictor", "real-seed0", "real-seed1",
+                                                         "real+gen-seed0", "real+gen-seed1"))
+    assert rebuilt_by("eval.batch_size=3", "study.conditions=['real', 'real+gen']") == []
+
+
+def test_pool_size_retrains_generators_not_real_maes():
+    rebuilt = rebuilt_by("data.n_pool=40")
+    assert "split/split" in rebuilt and "ddpm/ddpm" in rebuilt and "cyclegan/cyclegan" in rebuilt
+    assert not [f for f in rebuilt if "real-seed" in f or "mean-predictor" in f]
+
+
+def test_pool_size_leaves_train_and_test_sets_unchanged(tmp_path):
+    from genaug.study.stages import run_split
+
+    def split_ids(n_pool):
+        out = tmp_path / f"pool{n_pool}"
+        out.mkdir()
+        cfg = load_config(None, [*MICRO, f"data.n_pool={n_pool}", "study.n_synthetic=8"])
+        run_split(SimpleNamespace(cfg=cfg, out=out, manifest={}, advance=lambda n: None))
+        return json.loads((out / "split.json").read_text())["ids"]
+
+    small, large = split_ids(20), split_ids(48)
+    assert small["train"] == large["train"] and small["test"] == large["test"]
+    assert set(small["pool"]) < set(large["pool"])
 
 
 @pytest.mark.parametrize("args, needle", [

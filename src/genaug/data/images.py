@@ -72,8 +72,8 @@ def grid(images: torch.Tensor, columns: int, pad: int = 2) -> np.ndarray:
 class BatchSampler:
     """Random batches from a uint8 set held on the training device, with random horizontal flips.
 
-    Sampling with replacement from a seeded generator makes the batch sequence depend only on the seed
-    and the step count, never on the set size, so equal-step budgets compare like with like.
+    Sampling with replacement from a seeded generator: a run sees exactly `steps x batch_size` images
+    whatever the set size, so equal-step budgets compare like with like, and the order is reproducible.
     """
 
     def __init__(self, images: torch.Tensor, device: torch.device, seed: int, flip: bool = True):

@@ -38,7 +38,7 @@ def build_unet(cfg: DDPMConfig, image_size: int, channels: int):
 
 
 def train(cfg: DDPMConfig, images: torch.Tensor, seed: int, trainer: Trainer):
-    """Epsilon-prediction DDPM on uint8 (N, C, S, S) `images`; returns (unet, scheduler, logged rows)."""
+    """DDPM on uint8 (N, C, S, S) `images`, predicting `cfg.prediction_type`; -> (unet, scheduler, logged rows)."""
     from diffusers import DDPMScheduler
 
     torch.manual_seed(seed)

@@ -36,8 +36,6 @@ def run_study(cfg: Config, run_dir: Path, console: Console | None = None) -> Pat
     store = Store(run_dir)
     set_threads(cfg.runtime)
     plan = make_plan(cfg)
-    write_text_atomic(store.root / "config.toml", to_toml(cfg))
-    write_json_atomic(store.root / PLAN_FILE, {"steps": [step.describe() for step in plan]})
     console.print(plan_table(plan, store))
     todo = [step for step in plan if not store.is_complete(store.root / step.folder)]
 
@@ -51,6 +49,10 @@ def run_study(cfg: Config, run_dir: Path, console: Console | None = None) -> Pat
             final = " ".join(f"{k} {v:.4g}" for k, v in manifest.items() if k in ("final_loss", "masked_mse"))
             progress.console.print(f"done {step.stage} {step.name} in {manifest['seconds']:.1f} s {final}".rstrip())
 
+    # Only now does the run directory describe this study: a failed run leaves the last complete
+    # study's config, plan and report in place, consistent with each other.
+    write_text_atomic(store.root / "config.toml", to_toml(cfg))
+    write_json_atomic(store.root / PLAN_FILE, {"steps": [step.describe() for step in plan]})
     from genaug.analysis.report import build_report
 
     summary = build_report(store.root)
@@ -84,13 +86,15 @@ def build_step(step: Step, cfg: Config, store: Store, progress: Progress, task) 
 
 def results_table(summary: dict) -> Table:
     """The headline numbers, narrow enough for an 80-column terminal; report.md has them all."""
+    from genaug.analysis.report import mean_std
+
     table = Table(title="held-out masked-patch MSE, [0, 1] pixels, lower is better", title_justify="left")
     for column in ("modality", "condition", "MSE mean ± std", "vs real", "95% CI"):
         table.add_column(column)
     for modality, block in summary["modalities"].items():
         for condition, c in block["conditions"].items():
             rel, ci = c.get("rel_change_vs_real"), c.get("ci95")
-            table.add_row(modality, f"{condition} ×{c['n_seeds']}", f"{c['test_mse_mean']:.4f} ± {c['test_mse_std']:.4f}",
+            table.add_row(modality, f"{condition} ×{c['n_seeds']}", mean_std(c["test_mse_mean"], c["test_mse_std"], 4),
                           "" if rel is None else f"{rel:+.1%}", "" if ci is None else f"[{ci[0]:+.1%}, {ci[1]:+.1%}]")
         table.add_row(modality, "mean predictor", f"{block['baseline_mean_predictor_mse']:.4f}", "", "", end_section=True)
     return table

@@ -52,9 +52,6 @@ class Store:
     def is_complete(self, path: Path) -> bool:
         return (path / MANIFEST).is_file()
 
-    def manifest(self, path: Path) -> dict:
-        return json.loads((path / MANIFEST).read_text())
-
     @contextmanager
     def building(self, stage: str, name: str, key: str, inputs: dict[str, str]) -> Iterator[tuple[Path, dict]]:
         """Yield (temporary folder, manifest dict); on success the folder becomes the stage output.
