@@ -59,16 +59,26 @@ def validate(
     config: Optional[Path] = typer.Argument(None, help="Study config (TOML). Omitted: the built-in quickstart."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ):
-    """Check a config, print the plan, build nothing."""
+    """Check a config and its data (every selected image is decoded into the cache), print the plan; train nothing."""
     from rich.console import Console
 
     from genaug.config import load_config
     from genaug.study.plan import make_plan
     from genaug.study.runner import plan_table
 
+    from genaug.data.selection import select
+    from genaug.data.sources import open_source
+
     cfg = load_config(config, set_)
     console = Console()
     console.print(plan_table(make_plan(cfg), None))
+    from genaug.data.cache import load_cached
+
+    source = open_source(cfg.data, cfg.seed)
+    selection = select(cfg, source)  # counts, partners, split files, leakage: paths only
+    for refs in selection.sets.values():  # every selected image decoded once (a truncated file is named);
+        load_cached(source, refs, cfg.data, cfg.seed, selection.modalities)  # `run` then reads the cache
+    console.print_json(data=selection.summary())
     console.print(f"{config or 'built-in quickstart config'}: valid")
 
 
@@ -106,6 +116,34 @@ def data_scenes(
     except (FileExistsError, NotADirectoryError) as e:
         raise UserError(f"{out}: cannot create the folders there ({e.strerror}); give another OUT") from None
     typer.echo(f"wrote {n} RGB + thermal pairs to {out}")
+
+
+@data_app.command("inspect")
+@user_errors
+def data_inspect(
+    source: str = typer.Argument(..., help="kaist or folder"),
+    root: Optional[Path] = typer.Argument(None, help="kaist: the folder holding images/ and imageSets/"),
+    rgb: Optional[Path] = typer.Option(None, help="folder: the RGB image folder"),
+    thermal: Optional[Path] = typer.Option(None, help="folder: the thermal image folder"),
+    headers: str = typer.Option("sample", help="sample: read 200 image headers; all: every header; "
+                                "decode: decode every image (finds truncated files)"),
+):
+    """What a data source holds: counts, splits, day/night, sizes, modes, missing partners, bad files."""
+    from rich.console import Console
+
+    from genaug.data import folder, kaist
+
+    if headers not in ("sample", "all", "decode"):
+        raise UserError(f"--headers {headers!r}: use sample, all or decode")
+    if source == "kaist":
+        if root is None:
+            raise UserError("genaug data inspect kaist ROOT: give the folder holding images/")
+        report = kaist.inspect(root, headers=headers)
+    elif source == "folder":
+        report = folder.inspect(rgb, thermal, headers=headers)
+    else:
+        raise UserError(f"data inspect {source!r}: the sources with files to inspect are kaist and folder")
+    Console().print_json(data=report)
 
 
 def main() -> None:

@@ -43,16 +43,64 @@ class ScenesConfig(Strict):
     night_fraction: float = Field(0.3, ge=0.0, le=1.0)
 
 
+class KaistConfig(Strict):
+    """The KAIST multispectral pedestrian layout: images/setXX/VYYY/{visible,lwir}/I#####.jpg."""
+
+    root: str = Field("", description="folder holding images/ (and imageSets/ for split files)")
+    train_split: str = Field("", description="split file the pool and MAE sets are drawn from, e.g. "
+                             "train-all-02.txt (a name in root/imageSets or a path); empty = every frame")
+    test_split: str = Field("", description="split file the test set is drawn from, e.g. test-all-20.txt; "
+                            "empty = drawn from the same frames as the training sets")
+    sets: list[str] = Field([], description='only these sets, e.g. ["set00", "set03"]; empty = all')
+    videos: list[str] = Field([], description='only these videos, e.g. ["set00/V000"]; empty = all')
+    time: Literal["all", "day", "night"] = Field("all", description="day: set00-02, 06-08; night: 03-05, 09-11")
+    stride: int = Field(1, ge=1, description="keep every stride-th frame of each video")
+
+
+class FolderConfig(Strict):
+    """Your own images: one folder per modality, pairs matched by file stem."""
+
+    rgb: str = Field("", description="folder of RGB images (jpg, png, tif, bmp); empty = no RGB")
+    thermal: str = Field("", description="folder of thermal images, 8- or 16-bit; empty = no thermal")
+    thermal_16bit: Literal["full", "minmax"] = Field(
+        "full", description="16-bit thermal to [0, 1]: full = divide by 65535; minmax = per image"
+    )
+
+
 class DataConfig(Strict):
-    source: Literal["scenes"] = "scenes"
+    source: Literal["scenes", "kaist", "folder"] = "scenes"
     scenes: ScenesConfig = ScenesConfig()
+    kaist: KaistConfig = KaistConfig()
+    folder: FolderConfig = FolderConfig()
     image_size: int = Field(32, ge=8, le=1024, description="square side every model sees")
-    resize: Literal["crop", "squash"] = Field(
-        "crop", description="crop: aspect-preserving centre crop; squash: the seed's distortion"
+    resize: Literal["crop", "squash", "pad"] = Field(
+        "crop", description="crop: aspect-preserving centre crop; squash: the seed's distortion; "
+        "pad: aspect-preserving, black borders"
+    )
+    thermal_channels: Literal[1, 3] = Field(
+        1, description="1: one-channel thermal models; 3: the channel repeated (3-channel pretrained weights)"
+    )
+    missing: Literal["error", "skip"] = Field(
+        "error", description="a frame whose partner image is missing: stop, or skip it and count it"
     )
     n_pool: int = Field(600, ge=1, description="generator-training frames, in no MAE set")
     n_train: int = Field(200, ge=1, description="real frames each MAE trains on")
     n_test: int = Field(100, ge=1, description="held-out real frames every MAE is evaluated on")
+
+
+class AugmentConfig(Strict):
+    """Training-time augmentation, applied to whole batches on the training device (kornia)."""
+
+    hflip: bool = Field(True, description="random horizontal flips")
+    crop_scale: list[float] = Field([1.0, 1.0], min_length=2, max_length=2,
+                                    description="random resized crop, area range; [1.0, 1.0] = off")
+
+    @model_validator(mode="after")
+    def _range(self) -> AugmentConfig:
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crop_scale = {self.crop_scale}: need 0 < low <= high <= 1, e.g. [0.5, 1.0]")
+        return self
 
 
 class DDPMConfig(Strict):
@@ -73,6 +121,7 @@ class DDPMConfig(Strict):
     sampler: Literal["dpmsolver++", "ddim", "ddpm"] = "dpmsolver++"
     sample_steps: int = Field(20, ge=1, le=1000)
     sample_batch_size: int = Field(64, ge=1)
+    augment: AugmentConfig = AugmentConfig()
 
 
 class CycleGANConfig(Strict):
@@ -94,6 +143,7 @@ class CycleGANConfig(Strict):
     lr: float = Field(2e-4, gt=0)
     beta1: float = Field(0.5, ge=0, lt=1)
     decay_start: float = Field(0.5, ge=0, le=1, description="fraction of steps at constant LR")
+    augment: AugmentConfig = AugmentConfig()
 
 
 class MAEConfig(Strict):
@@ -107,6 +157,7 @@ class MAEConfig(Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
     warmup_steps: int = Field(100, ge=0)
+    augment: AugmentConfig = AugmentConfig()
 
 
 class GeneratorChoice(Strict):

@@ -109,7 +109,7 @@ def train(cfg: MAEConfig, images: torch.Tensor, normalizer: Normalizer, seed: in
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     schedule = warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps)
     model, optimizer, schedule = trainer.prepare(model, optimizer, schedule)
-    batches = BatchSampler(images, trainer.device, seed)
+    batches = BatchSampler(images, trainer.device, seed, cfg.augment)
     model.train()
 
     def step(_: int) -> dict[str, torch.Tensor]:

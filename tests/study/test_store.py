@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from genaug.study.stages import check_disjoint
+from genaug.data.selection import check_disjoint
 from genaug.study.store import MANIFEST, Store
 from genaug.errors import UserError
 

@@ -78,7 +78,10 @@ def collect(run: RunData) -> tuple[dict, list[dict]]:
 
 
 def summarize(data: dict, run: RunData) -> dict:
-    summary: dict = {"modalities": {}, "synthetic": {}}
+    split = json.loads((run.path(run.of("split")[0]) / MANIFEST).read_text())
+    summary: dict = {"modalities": {}, "synthetic": {},
+                     "data": {k: split[k] for k in ("counts", "available", "modalities", "skipped_missing_partner",
+                                                    "leakage_check", "notes", "resize", "image_size")}}
     for modality, block in data.items():
         conditions = {}
         for condition, runs in block["conditions"].items():
@@ -263,6 +266,18 @@ def verdicts(summary: dict) -> list[str]:
     return lines
 
 
+def data_lines(data: dict) -> list[str]:
+    counts = data["counts"]
+    return [
+        f"Test {counts['test']}, MAE training {counts['train']}, generator pool {counts['pool']} frames "
+        f"(drawn from {', '.join(f'{v} {k}' for k, v in data['available'].items())}); "
+        f"{data['image_size']}² pixels, resize policy '{data['resize']}'.",
+        f"Leakage check {data['leakage_check']}.",
+        f"Frames skipped for a missing partner image: {data['skipped_missing_partner']}.",
+        *data["notes"],
+    ]
+
+
 def sections(summary: dict, figures: dict[str, list[tuple[Path, str]]], run: RunData) -> list[tuple]:
     header, rows = results_rows(summary)
     return [
@@ -277,6 +292,8 @@ def sections(summary: dict, figures: dict[str, list[tuple[Path, str]]], run: Run
               "variation and is shown for reference only."),
         ("h2", "Verdict"),
         ("ul", verdicts(summary)),
+        ("h2", "Data"),
+        ("ul", data_lines(summary["data"])),
         ("h2", "Results"),
         ("table", header, rows),
         *[block for title, group in figures.items() for block in

@@ -13,15 +13,27 @@ import numpy as np
 import torch
 from PIL import Image
 
+from genaug.config import AugmentConfig
+from genaug.errors import UserError
+
 
 def fit_square(image: np.ndarray, size: int, resize: str) -> np.ndarray:
-    """(H, W[, C]) uint8 -> (size, size[, C]) uint8; `crop` keeps the aspect ratio, `squash` does not."""
+    """(H, W[, C]) uint8 -> (size, size[, C]) uint8.
+
+    crop: centre square, aspect kept; pad: whole frame on a black square, aspect kept; squash: the
+    whole frame stretched to a square (the seed's choice).
+    """
     pil = Image.fromarray(image)
+    w, h = pil.size
     if resize == "crop":
-        w, h = pil.size
         side = min(w, h)
         left, top = (w - side) // 2, (h - side) // 2
         pil = pil.crop((left, top, left + side, top + side))
+    elif resize == "pad":
+        side = max(w, h)
+        canvas = Image.new(pil.mode, (side, side))  # black: zero in every mode
+        canvas.paste(pil, ((side - w) // 2, (side - h) // 2))
+        pil = canvas
     return np.asarray(pil.resize((size, size), Image.Resampling.BICUBIC))
 
 
@@ -70,22 +82,71 @@ def grid(images: torch.Tensor, columns: int, pad: int = 2) -> np.ndarray:
 
 
 class BatchSampler:
-    """Random batches from a uint8 set held on the training device, with random horizontal flips.
+    """Random batches from a uint8 set held on the training device, augmented there as a batch.
 
     Sampling with replacement from a seeded generator: a run sees exactly `steps x batch_size` images
     whatever the set size, so equal-step budgets compare like with like, and the order is reproducible.
+    Flips draw from the same generator; the resized crop (kornia) from torch's seeded global RNG.
     """
 
-    def __init__(self, images: torch.Tensor, device: torch.device, seed: int, flip: bool = True):
+    def __init__(self, images: torch.Tensor, device: torch.device, seed: int, augment: AugmentConfig):
         self.images = images.to(device)
-        self.flip = flip
+        self.augment = augment
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.crop = None
+        if augment.crop_scale != [1.0, 1.0]:
+            import kornia.augmentation as K
+
+            side = images.shape[-1]
+            self.crop = K.RandomResizedCrop((side, side), scale=tuple(augment.crop_scale), ratio=(3 / 4, 4 / 3))
 
     def __call__(self, batch_size: int) -> torch.Tensor:
         """-> (B, C, S, S) float in [0, 1] on the device."""
         index = torch.randint(len(self.images), (batch_size,), generator=self.generator)
         batch = to_unit(self.images[index.to(self.images.device)])
-        if self.flip:
+        if self.augment.hflip:
             flip = (torch.rand(batch_size, generator=self.generator) < 0.5).to(batch.device)
             batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
+        if self.crop is not None:
+            batch = self.crop(batch).clamp(0, 1)
         return batch
+
+
+# ------------------------------------------------------------------------------------- reading files
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+
+
+def _open(path: Path) -> Image.Image:
+    """Decode fully (a truncated file fails here, not later), or raise a UserError naming the file."""
+    try:
+        image = Image.open(path)
+        image.load()
+        return image
+    except FileNotFoundError:
+        raise UserError(f"{path}: image file is missing; restore it or remove the frame") from None
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's ways of saying "corrupt or truncated"
+        raise UserError(f"{path}: unreadable image ({e}); replace or delete the file") from None
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """-> (H, W, 3) uint8."""
+    return np.asarray(_open(path).convert("RGB"))
+
+
+def read_thermal(path: Path, policy_16bit: str = "full") -> tuple[np.ndarray, str]:
+    """-> ((H, W) uint8, how it was scaled). LWIR JPEGs stored as 3 equal channels become one.
+
+    16-bit images: `full` divides by 65535 (absolute, comparable across images); `minmax` stretches
+    each image to its own range (loses absolute temperature, keeps contrast).
+    """
+    image = _open(path)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        if policy_16bit == "minmax":
+            low, high = values.min(), values.max()
+            unit = (values - low) / (high - low) if high > low else np.zeros_like(values)
+        else:
+            unit = values / 65535.0
+        return np.round(np.clip(unit, 0, 1) * 255).astype(np.uint8), f"16-bit, {policy_16bit}"
+    return np.asarray(image.convert("L")), "8-bit"

@@ -56,8 +56,8 @@ def train(cfg: CycleGANConfig, images_a: torch.Tensor, images_b: torch.Tensor, s
     schedules = [linear_decay(o, cfg.steps, cfg.decay_start) for o in (optimizer_g, optimizer_d)]
     prepared = trainer.prepare(*nets.values(), optimizer_g, optimizer_d, *schedules)
     netG_A, netG_B, netD_A, netD_B, optimizer_g, optimizer_d, *schedules = prepared
-    batches_a = BatchSampler(images_a, trainer.device, seed)
-    batches_b = BatchSampler(images_b, trainer.device, seed + 1)  # independent draws: unpaired
+    batches_a = BatchSampler(images_a, trainer.device, seed, cfg.augment)
+    batches_b = BatchSampler(images_b, trainer.device, seed + 1, cfg.augment)  # independent draws: unpaired
     pool_A, pool_B = ImagePool(cfg.pool_size, seed), ImagePool(cfg.pool_size, seed + 1)
     gan = GANLoss(cfg.gan_loss)
     l1 = torch.nn.L1Loss()

@@ -49,7 +49,7 @@ def train(cfg: DDPMConfig, images: torch.Tensor, seed: int, trainer: Trainer):
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, betas=(0.95, 0.999), weight_decay=1e-6)
     schedule = warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps)
     unet, optimizer, schedule = trainer.prepare(unet, optimizer, schedule)
-    batches = BatchSampler(images, trainer.device, seed)
+    batches = BatchSampler(images, trainer.device, seed, cfg.augment)
     generator = torch.Generator(device="cpu").manual_seed(seed + 1)
     unet.train()
 

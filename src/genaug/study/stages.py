@@ -20,10 +20,11 @@ import torch
 
 from genaug.config import Config
 from genaug.data.images import from_unit, read_png_folder, to_unit, write_png_folder
-from genaug.data.sources import Frames, open_source
+from genaug.data.frames import Frames
+from genaug.data.selection import SETS
+from genaug.data.sources import open_source
 from genaug.engine import Trainer, resolve_device
 
-SETS = ("pool", "train", "test")
 
 
 @dataclass
@@ -46,37 +47,27 @@ class Context:
 
 
 def run_split(ctx: Context) -> None:
-    data = ctx.cfg.data
-    source = open_source(data, ctx.cfg.seed)
-    ids = source.ids()
-    order = np.random.default_rng(ctx.cfg.seed).permutation(len(ids))
-    sizes = {"test": data.n_test, "train": data.n_train, "pool": data.n_pool}
-    chosen, start = {}, 0
-    for name in ("test", "train", "pool"):
-        chosen[name] = sorted(ids[i] for i in order[start : start + sizes[name]])
-        start += sizes[name]
-    check_disjoint(chosen)
-    tensors, night, done = {}, {}, 0
-    for name, set_ids in chosen.items():
-        frames = source.load(set_ids, data.image_size, data.resize)
-        tensors[f"{name}.rgb"], tensors[f"{name}.thermal"] = frames.rgb, frames.thermal
-        night[name] = frames.night
-        done += len(set_ids)
-        ctx.advance(done)
     from safetensors.torch import save_file
 
+    from genaug.data.cache import load_cached
+    from genaug.data.selection import select
+
+    data, seed = ctx.cfg.data, ctx.cfg.seed
+    source = open_source(data, seed)
+    selection = select(ctx.cfg, source)
+    tensors, ids, night, done, cached = {}, {}, {}, 0, []
+    for name, refs in selection.sets.items():
+        frames, hit = load_cached(source, refs, data, seed, selection.modalities)
+        for modality in selection.modalities:
+            tensors[f"{name}.{modality}"] = frames.modality(modality)
+        ids[name], night[name] = frames.ids, frames.night
+        cached += [name] if hit else []
+        done += len(refs)
+        ctx.advance(done)
     save_file(tensors, ctx.out / "frames.safetensors")
-    (ctx.out / "split.json").write_text(json.dumps({"ids": chosen, "night": night}, indent=1) + "\n")
-    ctx.manifest.update(counts={k: len(v) for k, v in chosen.items()}, disjoint=True)
-
-
-def check_disjoint(sets: dict[str, list[str]]) -> None:
-    names = list(sets)
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            shared = set(sets[a]) & set(sets[b])
-            if shared:
-                raise AssertionError(f"split sets {a} and {b} share {len(shared)} frames, e.g. {sorted(shared)[0]}")
+    (ctx.out / "split.json").write_text(json.dumps({"ids": ids, "night": night}, indent=1) + "\n")
+    ctx.manifest.update(selection.summary(), decoded_from_cache=cached, resize=data.resize,
+                        image_size=data.image_size, thermal_channels=data.thermal_channels)
 
 
 def load_split(folder: Path) -> dict[str, Frames]:
@@ -85,7 +76,7 @@ def load_split(folder: Path) -> dict[str, Frames]:
     tensors = load_file(folder / "frames.safetensors")
     meta = json.loads((folder / "split.json").read_text())
     return {
-        name: Frames(meta["ids"][name], tensors[f"{name}.rgb"], tensors[f"{name}.thermal"], meta["night"][name])
+        name: Frames(meta["ids"][name], tensors.get(f"{name}.rgb"), tensors.get(f"{name}.thermal"), meta["night"][name])
         for name in SETS
     }
 
@@ -218,7 +209,7 @@ def run_eval(ctx: Context) -> None:
         writer = csv.writer(f)
         writer.writerow(["image_id", "night", "masked_mse", "psnr"])
         for row in zip(test.ids, test.night, mse.tolist(), psnr.tolist()):
-            writer.writerow([row[0], int(row[1]), f"{row[2]:.8g}", f"{row[3]:.6g}"])
+            writer.writerow([row[0], "" if row[1] is None else int(row[1]), f"{row[2]:.8g}", f"{row[3]:.6g}"])
     prediction, mask = examples[0]
     k = min(cfg.eval.n_examples, len(prediction))
     pixel_mask = mae.patch_mask_to_pixels(mask[:k], patch, cfg.data.image_size)
@@ -239,7 +230,7 @@ def read_per_image(folder: Path) -> dict[str, np.ndarray]:
         rows = list(csv.DictReader(f))
     return {
         "image_id": np.array([r["image_id"] for r in rows]),
-        "night": np.array([int(r["night"]) for r in rows], dtype=bool),
+        "night": [None if r["night"] == "" else bool(int(r["night"])) for r in rows],  # None: source doesn't say
         "masked_mse": np.array([float(r["masked_mse"]) for r in rows]),
         "psnr": np.array([float(r["psnr"]) for r in rows]),
     }

@@ -1,0 +1,81 @@
+"""The types every data source speaks: frame references (paths, no pixels), scans, decoded frames.
+
+`Frames.rgb` is (N, 3, S, S) and `Frames.thermal` (N, C, S, S) uint8 with C = data.thermal_channels;
+a modality the source does not have is None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genaug.config import DataConfig
+from genaug.data.images import fit_square, read_rgb, read_thermal, to_tensor
+from genaug.errors import UserError
+
+MODALITIES = ("rgb", "thermal")
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """One frame of a source: an id unique within it, and where each modality's image lies."""
+
+    id: str  # e.g. "set00/V000/I00123" (KAIST), a file stem (folders), "scene_000017" (scenes)
+    rgb: Path | None = None
+    thermal: Path | None = None
+    night: bool | None = None  # None: the source does not know
+    group: str = ""  # e.g. "set00/V000": what `genaug data inspect` counts by
+
+
+@dataclass
+class Scan:
+    """What a source holds after selection."""
+
+    frames: list[FrameRef]  # pool and MAE sets are drawn from these (the test set too, unless below)
+    test_frames: list[FrameRef] | None = None  # a source-defined test set (e.g. KAIST test-all-20)
+    modalities: tuple[str, ...] = MODALITIES
+    skipped_missing: list[str] = field(default_factory=list)  # ids left out for a missing partner
+    notes: list[str] = field(default_factory=list)  # facts for the manifest, e.g. how 16-bit was scaled
+
+
+@dataclass
+class Frames:
+    ids: list[str]
+    rgb: torch.Tensor | None  # (N, 3, S, S) uint8
+    thermal: torch.Tensor | None  # (N, C, S, S) uint8
+    night: list[bool | None]
+
+    def modality(self, name: str) -> torch.Tensor:
+        images = {"rgb": self.rgb, "thermal": self.thermal}[name]
+        if images is None:
+            raise UserError(f"the data source has no {name} images; remove '{name}' from study.modalities")
+        return images
+
+
+def check_unique(frames: list[FrameRef], where: str) -> None:
+    seen: set[str] = set()
+    for frame in frames:
+        if frame.id in seen:
+            raise UserError(f"{where}: frame id '{frame.id}' appears twice; ids must be unique (rename one)")
+        seen.add(frame.id)
+
+
+def load_files(refs: list[FrameRef], data: DataConfig, modalities: tuple[str, ...],
+               thermal_16bit: str = "full") -> Frames:
+    """Decode image files into a fitted uint8 set; a corrupt or truncated file is a UserError naming it."""
+    size, resize = data.image_size, data.resize
+    rgb = thermal = None
+    if "rgb" in modalities:
+        rgb = to_tensor(np.stack([fit_square(read_rgb(ref.rgb), size, resize) for ref in refs]))
+    if "thermal" in modalities:
+        arrays = [fit_square(read_thermal(ref.thermal, thermal_16bit)[0], size, resize) for ref in refs]
+        thermal = with_channels(to_tensor(np.stack(arrays)), data.thermal_channels)
+    return Frames([ref.id for ref in refs], rgb, thermal, [ref.night for ref in refs])
+
+
+def with_channels(thermal: torch.Tensor, channels: int) -> torch.Tensor:
+    """(N, 1, S, S) -> (N, channels, S, S): 3 repeats the channel, as 3-channel pretrained models need."""
+    return thermal.expand(-1, channels, -1, -1).contiguous() if channels != thermal.shape[1] else thermal
