@@ -111,3 +111,43 @@ def test_thermal_only_folder_refuses_rgb_modality(tmp_path):
                                  "--set", f"data.folder.thermal={json.dumps(str(tmp_path / 'pairs' / 'thermal'))}"])
     assert result.exit_code == 2
     assert "study.modalities lists rgb" in result.output and "Traceback" not in result.output
+
+
+def damage(root, how):
+    """Copy-free damage to a private tree; returns the text the one-line error must contain."""
+    first = root / "images" / "set00" / "V000"
+    if how == "truncated":
+        path = first / "visible" / "I00003.jpg"
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        return str(path)
+    if how == "zero-byte":
+        (first / "lwir" / "I00004.jpg").write_bytes(b"")
+        return "I00004.jpg"
+    if how == "missing partner":
+        (first / "lwir" / "I00005.jpg").unlink()
+        return 'data.missing = "skip"'
+    if how == "split line without frame":
+        with open(root / "imageSets" / "train-all-02.txt", "ab") as f:
+            f.write(b"set00/V000/I99999\r\n")
+        return "set00/V000/I99999"
+    if how == "missing root":
+        import shutil
+
+        shutil.rmtree(root / "images")
+        return "images"
+    raise ValueError(how)
+
+
+@pytest.mark.parametrize("how", ["truncated", "zero-byte", "missing partner", "split line without frame", "missing root"])
+def test_bad_kaist_data_is_one_line_before_any_training(kaist_root, tmp_path, how):
+    import shutil
+
+    root = tmp_path / "kaist"
+    shutil.copytree(kaist_root, root)
+    needle = damage(root, how)
+    args = kaist_args(root, tmp_path / "run", "data.n_pool=56")  # every training frame selected
+    result = runner.invoke(app, ["validate", *args[3:]])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2, result.output
+    assert lines[-1].startswith("error:") and needle in lines[-1] and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
