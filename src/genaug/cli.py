@@ -63,17 +63,15 @@ def validate(
     from rich.console import Console
 
     from genaug.config import load_config
-    from genaug.study.plan import make_plan
-    from genaug.study.runner import plan_table
-
+    from genaug.data.cache import load_cached
     from genaug.data.selection import select
     from genaug.data.sources import open_source
+    from genaug.study.plan import make_plan
+    from genaug.study.runner import plan_table
 
     cfg = load_config(config, set_)
     console = Console()
     console.print(plan_table(make_plan(cfg), None))
-    from genaug.data.cache import load_cached
-
     source = open_source(cfg.data, cfg.seed)
     selection = select(cfg, source)  # counts, partners, split files, leakage: paths only
     for refs in selection.sets.values():  # every selected image decoded once (a truncated file is named);
