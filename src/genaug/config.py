@@ -146,6 +146,23 @@ class CycleGANConfig(Strict):
     augment: AugmentConfig = AugmentConfig()
 
 
+class Pix2PixConfig(Strict):
+    """Paired RGB -> thermal pix2pix (Isola et al. 2017): U-Net generator, conditional PatchGAN."""
+
+    ngf: int = Field(32, ge=4, description="generator base width")
+    ndf: int = Field(32, ge=4, description="discriminator base width")
+    num_downs: int = Field(5, ge=2, le=8, description="U-Net halvings (8 = unet_256 at 256^2)")
+    d_layers: int = Field(3, ge=1, le=5, description="PatchGAN depth (3 = 70x70 at 256^2)")
+    gan_loss: Literal["bce", "lsgan"] = Field("bce", description="bce: the paper's vanilla GAN loss")
+    lambda_l1: float = Field(100.0, ge=0)
+    steps: int = Field(3000, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    decay_start: float = Field(0.5, ge=0, le=1, description="fraction of steps at constant LR")
+    augment: AugmentConfig = AugmentConfig()
+
+
 class MAEConfig(Strict):
     """HF ViTMAEForPreTraining trained from scratch."""
 
@@ -164,7 +181,8 @@ class GeneratorChoice(Strict):
     """Which generator makes the synthetic images of each modality's `real+gen` condition."""
 
     rgb: Literal["ddpm"] = "ddpm"
-    thermal: Literal["cyclegan"] = "cyclegan"
+    thermal: Literal["cyclegan", "pix2pix"] = Field(
+        "cyclegan", description="cyclegan: unpaired; pix2pix: needs aligned RGB/thermal pairs")
 
 
 class StudyConfig(Strict):
@@ -194,6 +212,7 @@ class Config(Strict):
     data: DataConfig = DataConfig()
     ddpm: DDPMConfig = DDPMConfig()
     cyclegan: CycleGANConfig = CycleGANConfig()
+    pix2pix: Pix2PixConfig = Pix2PixConfig()
     mae: MAEConfig = MAEConfig()
     study: StudyConfig = StudyConfig()
     eval: EvalConfig = EvalConfig()
@@ -245,13 +264,14 @@ def _check_generator(cfg: Config, name: str) -> None:
         if ddpm.sample_steps > ddpm.train_timesteps:
             raise ValueError(f"ddpm.sample_steps = {ddpm.sample_steps} is more than ddpm.train_timesteps = "
                              f"{ddpm.train_timesteps}; lower it")
-    elif name == "cyclegan":
-        gan = cfg.cyclegan
-        if size % 2**gan.n_downsampling:
-            raise ValueError(f"data.image_size = {size} cannot be halved cyclegan.n_downsampling = "
-                             f"{gan.n_downsampling} times; lower n_downsampling")
+    elif name in ("cyclegan", "pix2pix"):
+        gan = getattr(cfg, name)
+        halvings, key = ((gan.n_downsampling, "n_downsampling") if name == "cyclegan" else (gan.num_downs, "num_downs"))
+        if size % 2**halvings:
+            raise ValueError(f"data.image_size = {size} cannot be halved {name}.{key} = {halvings} times; "
+                             f"lower {key}")
         if size // 2**gan.d_layers < 3:
-            raise ValueError(f"cyclegan.d_layers = {gan.d_layers} is too deep for data.image_size = {size} "
+            raise ValueError(f"{name}.d_layers = {gan.d_layers} is too deep for data.image_size = {size} "
                              f"(needs image_size >= {3 * 2**gan.d_layers}); lower d_layers")
 
 

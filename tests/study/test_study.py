@@ -80,6 +80,26 @@ def test_summary_keys_finite_values_and_learning(study):
         assert "rel_change_vs_real" not in block["conditions"]["real"]
 
 
+def test_translator_is_scored_against_the_grey_baseline(study):
+    summary = json.loads((study / "summary.json").read_text())
+    quality = summary["synthetic"]["thermal"]["cyclegan"]["quality"]
+    for scores in (quality["translated"], quality["grayscale_baseline"]):
+        assert 0 < scores["l1"] < 1 and scores["psnr"] > 0 and -1 <= scores["ssim"] <= 1
+    assert "Translator quality" in (study / "report.md").read_text()
+
+
+def test_pix2pix_feeds_the_thermal_condition(tmp_path):
+    out = tmp_path / "run"
+    result = run("run", "--out", str(out), *overrides(["study.generators.thermal=pix2pix", 'study.modalities=["thermal"]',
+                                                       "pix2pix.ngf=8", "pix2pix.ndf=8", "pix2pix.num_downs=3",
+                                                       "pix2pix.d_layers=2", "pix2pix.steps=6"]))
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(next((out / "pix2pix").glob("*/manifest.json")).read_text())
+    assert manifest["generator"] == "pix2pix" and len(manifest["images"]) == 16
+    summary = json.loads((out / "summary.json").read_text())
+    assert "pix2pix" in summary["synthetic"]["thermal"] and "real+gen" in summary["modalities"]["thermal"]["conditions"]
+
+
 def test_results_csv_is_long_format(study):
     import csv
 

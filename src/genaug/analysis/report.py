@@ -42,6 +42,11 @@ class RunData:
     def of(self, stage: str) -> list[dict]:
         return [s for s in self.steps if s["stage"] == stage]
 
+    def generators(self) -> list[dict]:
+        from genaug.study.stages import GENERATOR_STAGES
+
+        return [s for s in self.steps if s["stage"] in GENERATOR_STAGES]
+
     def path(self, step: dict) -> Path:
         return self.root / step["folder"]
 
@@ -97,11 +102,12 @@ def summarize(data: dict, run: RunData) -> dict:
             "n_test_images": int(len(block["ids"])),
             "conditions": conditions,
         }
-    for step in run.of("ddpm") + run.of("cyclegan"):
+    for step in run.generators():
         manifest = json.loads((run.path(step) / MANIFEST).read_text())
         summary["synthetic"].setdefault(manifest["modality"], {})[manifest["generator"]] = {
             "folder": step["folder"], "n_images": len(manifest["images"]),
             "seconds": manifest["seconds"],  # training and sampling
+            **({"quality": manifest["quality"]} if "quality" in manifest else {}),
         }
     return summary
 
@@ -145,7 +151,7 @@ def figure_losses(run: RunData, out: Path) -> list[tuple[Path, str]]:
     figures.append((out / "mae_training_loss.png", "MAE training loss per run (one line per seed; same step budget). Not comparable across "
                     "conditions: real+gen's loss includes the synthetic images; compare the held-out table"))
 
-    generators = run.of("ddpm") + run.of("cyclegan")
+    generators = run.generators()
     if generators:
         fig, axes = plt.subplots(1, len(generators), figsize=(5.5 * len(generators), 3.6), squeeze=False)
         for ax, step in zip(axes[0], generators):
@@ -167,7 +173,7 @@ def figure_samples(run: RunData, out: Path, n: int = 16) -> list[tuple[Path, str
 
     split = load_split(run.path(run.of("split")[0]))
     figures = []
-    for step in run.of("ddpm") + run.of("cyclegan"):
+    for step in run.generators():
         modality = step["params"]["modality"]
         real = split["train"].modality(modality)[:n]
         fake = load_synthetic(run.path(step))[:n]
@@ -266,6 +272,23 @@ def verdicts(summary: dict) -> list[str]:
     return lines
 
 
+def quality_blocks(summary: dict) -> list[tuple]:
+    rows = []
+    for modality, generators in summary["synthetic"].items():
+        for name, entry in generators.items():
+            if "quality" not in entry:
+                continue
+            q = entry["quality"]
+            for label, scores in ((name, q["translated"]), ("grayscale of the RGB input", q["grayscale_baseline"])):
+                rows.append([modality, label, f"{scores['l1']:.4f}", f"{scores['psnr']:.2f}", f"{scores['ssim']:.3f}"])
+    if not rows:
+        return []
+    return [("h2", "Translator quality"),
+            ("p", "Translated thermal vs the real thermal frame on the held-out test pairs (no generator saw "
+                  "them), beside the grey of the RGB input, which a useful translator must beat."),
+            ("table", ["modality", "images", "L1 (lower better)", "PSNR dB", "SSIM"], rows)]
+
+
 def data_lines(data: dict) -> list[str]:
     counts = data["counts"]
     return [
@@ -296,6 +319,7 @@ def sections(summary: dict, figures: dict[str, list[tuple[Path, str]]], run: Run
         ("ul", data_lines(summary["data"])),
         ("h2", "Results"),
         ("table", header, rows),
+        *quality_blocks(summary),
         *[block for title, group in figures.items() for block in
           [("h2", title), *(("img", path, caption) for path, caption in group)]],
         ("h2", "Configuration"),

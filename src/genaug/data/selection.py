@@ -49,10 +49,9 @@ def select(cfg: Config, source) -> Selection:
     if absent:
         raise UserError(f"study.modalities lists {absent[0]}, but the {data.source} source has only "
                         f"{', '.join(scan.modalities)} images; remove it or point the source at {absent[0]} images")
-    if ("real+gen" in study.conditions and "thermal" in study.modalities
-            and study.generators.thermal == "cyclegan" and "rgb" not in scan.modalities):
-        raise UserError("study.generators.thermal = 'cyclegan' translates RGB pool frames, but the source "
-                        "has no RGB images; add data.folder.rgb or drop real+gen")
+    if "real+gen" in study.conditions and "thermal" in study.modalities and "rgb" not in scan.modalities:
+        raise UserError(f"study.generators.thermal = '{study.generators.thermal}' translates RGB pool frames, "
+                        "but the source has no RGB images; add data.folder.rgb or drop real+gen")
     needed = {"test": data.n_test, "train": data.n_train, "pool": data.n_pool}
     if scan.test_frames is None:
         available = {"frames": len(scan.frames)}

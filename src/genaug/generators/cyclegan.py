@@ -3,19 +3,20 @@
 Paper names: netG_A: A -> B, netG_B: B -> A, netD_A judges domain B, netD_B judges domain A.
 real_A and real_B are drawn independently, so no pairing is ever used even where the source has it.
 Saved as `weights.safetensors` (all four networks) + `config.json`; nothing is pickled.
+`translate` (from networks) applies netG_A to uint8 images.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from genaug.config import CycleGANConfig
-from genaug.data.images import BatchSampler, from_unit, to_unit
+from genaug.data.images import BatchSampler
 from genaug.engine import Trainer
-from genaug.generators.networks import GANLoss, ImagePool, PatchDiscriminator, ResnetGenerator, init_weights
+from genaug.generators.networks import (GANLoss, ImagePool, PatchDiscriminator, ResnetGenerator, init_weights,
+                                        load_network, read_config, save_networks, translate)
 
 NETWORKS = ("netG_A", "netG_B", "netD_A", "netD_B")
 
@@ -102,29 +103,11 @@ def train(cfg: CycleGANConfig, images_a: torch.Tensor, images_b: torch.Tensor, s
 
 
 def save(folder: Path, cfg: CycleGANConfig, nets: dict[str, torch.nn.Module], channels_a: int, channels_b: int) -> None:
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {f"{name}.{k}": v.detach().cpu().contiguous() for name, net in nets.items() for k, v in net.state_dict().items()}
-    save_file(state, folder / "weights.safetensors")
-    config = {"model": "cyclegan", "channels_a": channels_a, "channels_b": channels_b, **cfg.model_dump(mode="json")}
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    save_networks(folder, nets, {"model": "cyclegan", "channels_a": channels_a, "channels_b": channels_b,
+                                 **cfg.model_dump(mode="json")})
 
 
 def load_generator(folder: Path, direction: str = "netG_A") -> torch.nn.Module:
-    from safetensors.torch import load_file
-
-    config = json.loads((folder / "config.json").read_text())
+    config = read_config(folder)
     cfg = CycleGANConfig.model_validate({k: v for k, v in config.items() if k in CycleGANConfig.model_fields})
-    net = build(cfg, config["channels_a"], config["channels_b"])[direction]
-    state = load_file(folder / "weights.safetensors")
-    net.load_state_dict({k.removeprefix(f"{direction}."): v for k, v in state.items() if k.startswith(f"{direction}.")})
-    return net.eval()
-
-
-@torch.no_grad()
-def translate(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """uint8 (N, C_in, S, S) -> uint8 (N, C_out, S, S)."""
-    device = next(net.parameters()).device
-    out = [from_unit((net(to_unit(chunk).to(device) * 2 - 1) + 1) / 2) for chunk in images.split(batch_size)]
-    return torch.cat(out)
+    return load_network(folder, direction, build(cfg, config["channels_a"], config["channels_b"])[direction])

@@ -8,10 +8,14 @@ transposed convs back up, c7s1-out, tanh: (B, in_c, S, S) in [-1, 1] -> (B, out_
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import torch
 from torch import nn
+
+from genaug.data.images import from_unit, to_unit
 
 
 def _norm(channels: int) -> nn.Module:
@@ -113,3 +117,76 @@ class GANLoss(nn.Module):
     def forward(self, prediction: torch.Tensor, is_real: bool) -> torch.Tensor:
         target = torch.ones_like(prediction) if is_real else torch.zeros_like(prediction)
         return self.loss(prediction.float(), target.float())
+
+
+class UnetGenerator(nn.Module):
+    """pix2pix's U-Net: `num_downs` stride-2 convs down to 1/2**num_downs, mirrored back up with a skip
+    connection at every level (unet_256 = num_downs 8 at 256^2). (B, in_c, S, S) -> (B, out_c, S, S)."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_downs: int = 8, ngf: int = 64, dropout: bool = True):
+        super().__init__()
+        widths = [min(ngf * 2**i, ngf * 8) for i in range(num_downs)]
+        self.down = nn.ModuleList()
+        for i, width in enumerate(widths):
+            if i == 0:
+                self.down.append(nn.Conv2d(in_channels, width, 4, stride=2, padding=1))
+            else:
+                norm = nn.BatchNorm2d(width) if i < num_downs - 1 else nn.Identity()  # innermost: no norm
+                self.down.append(nn.Sequential(nn.LeakyReLU(0.2, True),
+                                               nn.Conv2d(widths[i - 1], width, 4, stride=2, padding=1), norm))
+        self.up = nn.ModuleList()
+        for j in range(num_downs - 1, 0, -1):
+            incoming = widths[j] if j == num_downs - 1 else 2 * widths[j]
+            layers = [nn.ReLU(True), nn.ConvTranspose2d(incoming, widths[j - 1], 4, stride=2, padding=1),
+                      nn.BatchNorm2d(widths[j - 1])]
+            if dropout and j >= num_downs - 3:  # the noise of pix2pix: dropout in the innermost blocks
+                layers.append(nn.Dropout(0.5))
+            self.up.append(nn.Sequential(*layers))
+        self.up.append(nn.Sequential(nn.ReLU(True), nn.ConvTranspose2d(2 * widths[0], out_channels, 4, stride=2,
+                                                                       padding=1), nn.Tanh()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for layer in self.down:
+            x = layer(x)
+            skips.append(x)
+        x = skips.pop()
+        for layer in self.up:
+            x = layer(x)
+            if skips:
+                x = torch.cat([x, skips.pop()], dim=1)
+        return x
+
+
+# ------------------------------------------------------------------------------------------ saving, use
+
+
+def save_networks(folder: Path, nets: dict[str, nn.Module], config: dict) -> None:
+    """All networks in one `weights.safetensors` (keys `<name>.<param>`) + `config.json`; nothing pickled."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {f"{name}.{k}": v.detach().cpu().contiguous() for name, net in nets.items() for k, v in net.state_dict().items()}
+    save_file(state, folder / "weights.safetensors")
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def read_config(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())
+
+
+def load_network(folder: Path, name: str, net: nn.Module) -> nn.Module:
+    """Fill a freshly built `net` with the weights saved under `name`; -> net in eval mode."""
+    from safetensors.torch import load_file
+
+    state = load_file(folder / "weights.safetensors")
+    net.load_state_dict({k.removeprefix(f"{name}."): v for k, v in state.items() if k.startswith(f"{name}.")})
+    return net.eval()
+
+
+@torch.no_grad()
+def translate(net: nn.Module, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """uint8 (N, C_in, S, S) -> uint8 (N, C_out, S, S) through a [-1, 1] image-to-image network."""
+    device = next(net.parameters()).device
+    out = [from_unit((net(to_unit(chunk).to(device) * 2 - 1) + 1) / 2) for chunk in images.split(batch_size)]
+    return torch.cat(out)

@@ -97,17 +97,37 @@ def run_ddpm(ctx: Context) -> None:
 
 
 def run_cyclegan(ctx: Context) -> None:
+    from genaug.analysis.quality import translator_quality
     from genaug.generators import cyclegan
 
     cfg, n = ctx.cfg.cyclegan, ctx.cfg.study.n_synthetic
-    pool = load_split(ctx.inputs["split"])["pool"]
+    split = load_split(ctx.inputs["split"])
+    pool = split["pool"]
     nets, _ = cyclegan.train(cfg, pool.rgb, pool.thermal, ctx.cfg.seed, ctx.trainer(cfg.steps, "log.jsonl"),
                              log_note=ctx.note)
+    ctx.manifest["quality"] = translator_quality(nets["netG_A"].eval(), split["test"].rgb, split["test"].thermal)
     cyclegan.save(ctx.out / "model", cfg, nets, pool.rgb.shape[1], pool.thermal.shape[1])
     # Thermal images for the MAE come from pool RGB frames: never from a frame of any MAE set.
     images = cyclegan.translate(nets["netG_A"].eval(), pool.rgb[:n])
     ctx.advance(cfg.steps + n)
     write_synthetic(ctx, images, "thermal", "cyclegan", {"translated_from": pool.ids[:n]})
+
+
+def run_pix2pix(ctx: Context) -> None:
+    from genaug.analysis.quality import translator_quality
+    from genaug.generators import pix2pix
+    from genaug.generators.networks import translate
+
+    cfg, n = ctx.cfg.pix2pix, ctx.cfg.study.n_synthetic
+    split = load_split(ctx.inputs["split"])
+    pool = split["pool"]  # aligned: frame i's RGB and thermal
+    nets, _ = pix2pix.train(cfg, pool.rgb, pool.thermal, ctx.cfg.seed, ctx.trainer(cfg.steps, "log.jsonl"))
+    ctx.manifest["quality"] = translator_quality(nets["netG"].eval(), split["test"].rgb, split["test"].thermal)
+    pix2pix.save(ctx.out / "model", cfg, nets, pool.rgb.shape[1], pool.thermal.shape[1])
+    # As for the CycleGAN: translated from pool RGB frames, never from a frame of any MAE set.
+    images = translate(nets["netG"].eval(), pool.rgb[:n])
+    ctx.advance(cfg.steps + n)
+    write_synthetic(ctx, images, "thermal", "pix2pix", {"translated_from": pool.ids[:n]})
 
 
 def write_synthetic(ctx: Context, images: torch.Tensor, modality: str, generator: str, extra: dict) -> None:
@@ -121,7 +141,7 @@ def load_synthetic(folder: Path) -> torch.Tensor:
     return read_png_folder(folder / "images", manifest["images"])
 
 
-GENERATOR_STAGES = {"ddpm": run_ddpm, "cyclegan": run_cyclegan}  # name -> stage; config picks per modality
+GENERATOR_STAGES = {"ddpm": run_ddpm, "cyclegan": run_cyclegan, "pix2pix": run_pix2pix}  # name -> stage; config picks per modality
 
 
 # -------------------------------------------------------------------------------------------------- MAE
