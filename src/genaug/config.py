@@ -124,43 +124,39 @@ class DDPMConfig(Strict):
     augment: AugmentConfig = AugmentConfig()
 
 
-class CycleGANConfig(Strict):
-    """RGB -> thermal CycleGAN (Zhu et al. 2017) with junyanz defaults, scaled down for the CPU."""
+class TranslatorConfig(Strict):
+    """What the RGB -> thermal GANs share: widths, PatchGAN depth, Adam and the junyanz LR policy."""
 
     ngf: int = Field(32, ge=4, description="generator base width")
     ndf: int = Field(32, ge=4, description="discriminator base width")
+    d_layers: int = Field(3, ge=1, le=5, description="PatchGAN depth (3 = 70x70 at 256^2)")
+    steps: int = Field(3000, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    decay_start: float = Field(0.5, ge=0, le=1, description="fraction of steps at constant LR")
+    augment: AugmentConfig = AugmentConfig()
+
+
+class CycleGANConfig(TranslatorConfig):
+    """RGB -> thermal CycleGAN (Zhu et al. 2017) with junyanz defaults, scaled down for the CPU."""
+
     n_blocks: int = Field(6, ge=1, description="residual blocks in each generator")
     n_downsampling: int = Field(2, ge=1, le=4)
-    d_layers: int = Field(3, ge=1, le=5, description="PatchGAN depth (3 = 70x70 at 256^2)")
     gan_loss: Literal["lsgan", "bce"] = "lsgan"
     lambda_cycle: float = Field(10.0, ge=0)
     lambda_identity: float = Field(
         0.5, ge=0, description="x lambda_cycle; only when input and output channels match"
     )
     pool_size: int = Field(50, ge=0, description="history of fakes shown to D (0 = off)")
-    steps: int = Field(3000, ge=1)
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(2e-4, gt=0)
-    beta1: float = Field(0.5, ge=0, lt=1)
-    decay_start: float = Field(0.5, ge=0, le=1, description="fraction of steps at constant LR")
-    augment: AugmentConfig = AugmentConfig()
 
 
-class Pix2PixConfig(Strict):
+class Pix2PixConfig(TranslatorConfig):
     """Paired RGB -> thermal pix2pix (Isola et al. 2017): U-Net generator, conditional PatchGAN."""
 
-    ngf: int = Field(32, ge=4, description="generator base width")
-    ndf: int = Field(32, ge=4, description="discriminator base width")
     num_downs: int = Field(5, ge=2, le=8, description="U-Net halvings (8 = unet_256 at 256^2)")
-    d_layers: int = Field(3, ge=1, le=5, description="PatchGAN depth (3 = 70x70 at 256^2)")
     gan_loss: Literal["bce", "lsgan"] = Field("bce", description="bce: the paper's vanilla GAN loss")
     lambda_l1: float = Field(100.0, ge=0)
-    steps: int = Field(3000, ge=1)
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(2e-4, gt=0)
-    beta1: float = Field(0.5, ge=0, lt=1)
-    decay_start: float = Field(0.5, ge=0, le=1, description="fraction of steps at constant LR")
-    augment: AugmentConfig = AugmentConfig()
 
 
 class MAEConfig(Strict):

@@ -97,37 +97,40 @@ def run_ddpm(ctx: Context) -> None:
 
 
 def run_cyclegan(ctx: Context) -> None:
-    from genaug.analysis.quality import translator_quality
     from genaug.generators import cyclegan
 
-    cfg, n = ctx.cfg.cyclegan, ctx.cfg.study.n_synthetic
+    cfg = ctx.cfg.cyclegan
     split = load_split(ctx.inputs["split"])
     pool = split["pool"]
     nets, _ = cyclegan.train(cfg, pool.rgb, pool.thermal, ctx.cfg.seed, ctx.trainer(cfg.steps, "log.jsonl"),
                              log_note=ctx.note)
-    ctx.manifest["quality"] = translator_quality(nets["netG_A"].eval(), split["test"].rgb, split["test"].thermal)
     cyclegan.save(ctx.out / "model", cfg, nets, pool.rgb.shape[1], pool.thermal.shape[1])
-    # Thermal images for the MAE come from pool RGB frames: never from a frame of any MAE set.
-    images = cyclegan.translate(nets["netG_A"].eval(), pool.rgb[:n])
-    ctx.advance(cfg.steps + n)
-    write_synthetic(ctx, images, "thermal", "cyclegan", {"translated_from": pool.ids[:n]})
+    write_translated(ctx, nets["netG_A"], split, "cyclegan")
 
 
 def run_pix2pix(ctx: Context) -> None:
-    from genaug.analysis.quality import translator_quality
     from genaug.generators import pix2pix
-    from genaug.generators.networks import translate
 
-    cfg, n = ctx.cfg.pix2pix, ctx.cfg.study.n_synthetic
+    cfg = ctx.cfg.pix2pix
     split = load_split(ctx.inputs["split"])
     pool = split["pool"]  # aligned: frame i's RGB and thermal
     nets, _ = pix2pix.train(cfg, pool.rgb, pool.thermal, ctx.cfg.seed, ctx.trainer(cfg.steps, "log.jsonl"))
-    ctx.manifest["quality"] = translator_quality(nets["netG"].eval(), split["test"].rgb, split["test"].thermal)
     pix2pix.save(ctx.out / "model", cfg, nets, pool.rgb.shape[1], pool.thermal.shape[1])
-    # As for the CycleGAN: translated from pool RGB frames, never from a frame of any MAE set.
-    images = translate(nets["netG"].eval(), pool.rgb[:n])
-    ctx.advance(cfg.steps + n)
-    write_synthetic(ctx, images, "thermal", "pix2pix", {"translated_from": pool.ids[:n]})
+    write_translated(ctx, nets["netG"], split, "pix2pix")
+
+
+def write_translated(ctx: Context, net: torch.nn.Module, split: dict[str, Frames], generator: str) -> None:
+    """A translator's synthetic thermal set, and its quality on the held-out test pairs."""
+    from genaug.analysis.quality import translator_quality
+    from genaug.generators.networks import translate
+
+    net.eval()
+    n, pool = ctx.cfg.study.n_synthetic, split["pool"]
+    ctx.manifest["quality"] = translator_quality(net, split["test"].rgb, split["test"].thermal)
+    # Thermal images for the MAE come from pool RGB frames: never from a frame of any MAE set.
+    images = translate(net, pool.rgb[:n])
+    ctx.advance(getattr(ctx.cfg, generator).steps + n)
+    write_synthetic(ctx, images, "thermal", generator, {"translated_from": pool.ids[:n]})
 
 
 def write_synthetic(ctx: Context, images: torch.Tensor, modality: str, generator: str, extra: dict) -> None:
