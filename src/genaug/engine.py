@@ -1,10 +1,17 @@
-"""The one training loop every stage uses: device, precision, logging, progress, non-finite guard.
+"""The one training loop every stage uses: device, precision, logging, checkpoints, non-finite guard.
 
 Models own their math: a stage hands `Trainer.fit` a `step(i) -> {name: loss tensor}` function that
-does its own forward, `trainer.backward` and optimiser steps. The trainer owns everything around it:
-accelerate's device placement and mixed precision (bf16 on CUDA, fp32 on the CPU), one JSON line of
-mean losses every `runtime.log_every` steps (the only host synchronisation), and stopping at the first
-non-finite loss.
+does its own forward, `trainer.backward` and optimiser steps, plus the `state` that defines where
+training stands (networks, optimisers, schedules, EMA, samplers). The trainer owns everything around
+it: accelerate's device placement and mixed precision (bf16 on CUDA, fp32 on the CPU), one JSON line
+of mean losses every `runtime.log_every` steps (the only host synchronisation), stopping at the first
+non-finite loss, and checkpoints every `runtime.checkpoint_every` steps from which a new `fit` with the
+same checkpoint folder resumes: same weights, same data order, same random numbers as if it never
+stopped.
+
+A checkpoint is a folder `checkpoint-<step>/` holding `tensors.safetensors` (every tensor of the
+state) and `state.json` (everything else, with each tensor's key in its place); it is written under
+a temporary name and renamed, so a half-written one is never read. Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -12,8 +19,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -38,7 +46,7 @@ def set_threads(runtime: RuntimeConfig) -> None:
 
 class Trainer:
     def __init__(self, runtime: RuntimeConfig, steps: int, log_path: Path, label: str,
-                 on_step: OnStep | None = None):
+                 on_step: OnStep | None = None, checkpoint_dir: Path | None = None):
         from accelerate import Accelerator
 
         device = resolve_device(runtime)
@@ -49,6 +57,8 @@ class Trainer:
         self.log_path = log_path
         self.label = label
         self.on_step = on_step or (lambda step, row: None)
+        self.checkpoints = Checkpoints(checkpoint_dir, runtime.checkpoint_every, runtime.checkpoints_total_limit)
+        self.resumed_from: int | None = None
 
     def prepare(self, *objects):
         return self.accelerator.prepare(*objects)
@@ -59,14 +69,27 @@ class Trainer:
     def autocast(self):
         return self.accelerator.autocast()
 
-    def fit(self, step: StepFn) -> list[dict[str, float]]:
-        """Run `steps` optimiser steps; return the logged rows ({"step": i, loss name: mean, ...})."""
+    def fit(self, step: StepFn, state: dict[str, Any] | None = None) -> list[dict[str, float]]:
+        """Run `steps` optimiser steps; return the logged rows ({"step": i, loss name: mean, ...}).
+
+        `state`: name -> object with state_dict()/load_state_dict() (or a torch.Generator): what a
+        checkpoint saves and a resume restores. torch's global RNGs are always included.
+        """
+        state = {**(state or {}), "global_rng": GlobalRNG()}
         history: list[dict[str, float]] = []
         sums: dict[str, torch.Tensor] = {}
-        since_log = 0
-        row: dict[str, float] = {}
+        since_log, start = 0, 0
+        latest = self.checkpoints.latest()
+        if latest is not None:
+            loop = self.checkpoints.load(latest, state, self.device)
+            start, history, since_log = loop["step"], loop["history"], loop["since_log"]
+            sums = {k: v.to(self.device) for k, v in loop["sums"].items()}
+            self.resumed_from = start
+        row: dict[str, float] = history[-1] if history else {}
+        # The log is rewritten from the checkpoint's history: rows logged after it are about to be redone.
+        self.log_path.write_text("".join(json.dumps(r) + "\n" for r in history))
         with open(self.log_path, "a") as log:
-            for i in range(1, self.steps + 1):
+            for i in range(start + 1, self.steps + 1):
                 for name, value in step(i - 1).items():
                     sums[name] = sums.get(name, 0) + value.detach().float()
                 since_log += 1
@@ -79,10 +102,124 @@ class Trainer:
                             "lower the stage's lr or raise its warmup_steps"
                         )
                     log.write(json.dumps(row) + "\n")
+                    log.flush()
                     history.append(row)
                     sums, since_log = {}, 0
+                if self.checkpoints.due(i, self.steps):
+                    self.checkpoints.save(i, state, {"step": i, "history": history, "since_log": since_log,
+                                                     "sums": sums})
                 self.on_step(i, row)
         return history
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+
+class GlobalRNG:
+    """torch's global CPU (and CUDA) generators, as checkpointable state: kornia's augmentations and
+    dropout draw from them."""
+
+    def state_dict(self) -> dict:
+        out = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            out["cuda"] = torch.cuda.get_rng_state()
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        torch.set_rng_state(state["cpu"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"])
+
+
+class Checkpoints:
+    """`folder/checkpoint-<step>/`, every `every` steps and at the last step, at most `total_limit` kept."""
+
+    PREFIX = "checkpoint-"
+
+    def __init__(self, folder: Path | None, every: int, total_limit: int):
+        self.folder, self.every, self.total_limit = folder, every, total_limit
+
+    def due(self, step: int, last: int) -> bool:
+        return self.folder is not None and self.every > 0 and (step % self.every == 0 or step == last)
+
+    def all(self) -> list[Path]:
+        if self.folder is None or not self.folder.is_dir():
+            return []
+        found = [p for p in self.folder.iterdir() if p.name.startswith(self.PREFIX) and p.name[len(self.PREFIX):].isdigit()]
+        return sorted(found, key=lambda p: int(p.name[len(self.PREFIX):]))
+
+    def latest(self) -> Path | None:
+        found = self.all()
+        return found[-1] if found else None
+
+    def save(self, step: int, state: dict[str, Any], loop: dict) -> Path:
+        from safetensors.torch import save_file
+
+        tensors: dict[str, torch.Tensor] = {}
+        skeleton = {"state": {name: _pack(_state_of(obj), f"{name}", tensors) for name, obj in state.items()},
+                    "loop": _pack(loop, "loop", tensors)}
+        final = self.folder / f"{self.PREFIX}{step}"
+        tmp = self.folder / f".tmp-{final.name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(tensors, tmp / "tensors.safetensors")
+        (tmp / "state.json").write_text(json.dumps(skeleton))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in self.all()[: -self.total_limit]:
+            shutil.rmtree(old)
+        return final
+
+    def load(self, path: Path, state: dict[str, Any], device) -> dict:
+        """Restore every object of `state` from `path`; -> the loop's own state (step, history, ...)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(path / "tensors.safetensors")
+            skeleton = json.loads((path / "state.json").read_text())
+        except (OSError, ValueError, SafetensorError) as e:
+            raise UserError(f"{path}: unreadable checkpoint ({e.__class__.__name__}); delete the folder to "
+                            "fall back to the one before it (or to a fresh start)") from None
+        missing = set(state) - set(skeleton["state"])
+        if missing:
+            raise UserError(f"{path}: checkpoint lacks {sorted(missing)}; it was written by other code, delete it")
+        for name, obj in state.items():
+            saved = _unpack(skeleton["state"][name], tensors)
+            if isinstance(obj, torch.Generator):
+                obj.set_state(saved)
+            else:
+                obj.load_state_dict(saved)
+        return _unpack(skeleton["loop"], tensors)
+
+
+def _state_of(obj: Any) -> Any:
+    return obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
+
+
+def _pack(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """A state dict -> JSON, each tensor replaced by {"tensor": key} and stored in `tensors`.
+    Dicts keep their key types (optimisers index state by int), tuples come back as lists."""
+    if isinstance(value, torch.Tensor):
+        tensors[key] = value.detach().cpu().contiguous()
+        return {"tensor": key}
+    if isinstance(value, dict):
+        return {"dict": [[k, _pack(v, f"{key}.{k}", tensors)] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return {"list": [_pack(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return {"value": value}
+    raise TypeError(f"cannot checkpoint {key}: {type(value).__name__}")
+
+
+def _unpack(packed: dict, tensors: dict[str, torch.Tensor]) -> Any:
+    if "tensor" in packed:
+        return tensors[packed["tensor"]]
+    if "dict" in packed:
+        return {k: _unpack(v, tensors) for k, v in packed["dict"]}
+    if "list" in packed:
+        return [_unpack(v, tensors) for v in packed["list"]]
+    return packed["value"]
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int):

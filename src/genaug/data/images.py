@@ -54,6 +54,18 @@ def from_unit(images: torch.Tensor) -> torch.Tensor:
     return images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
 
 
+RESAMPLE_POLICY = "bicubic, antialiased"
+
+
+def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, C, S, S) -> uint8 (N, C, size, size), resampled by RESAMPLE_POLICY (a no-op at size S)."""
+    if images.shape[-1] == size:
+        return images
+    resized = torch.nn.functional.interpolate(to_unit(images), size=(size, size), mode="bicubic",
+                                              antialias=True, align_corners=False)
+    return from_unit(resized.clamp(0, 1))
+
+
 def write_png_folder(folder: Path, images: torch.Tensor, ids: list[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for image, name in zip(images, ids):
@@ -99,6 +111,12 @@ class BatchSampler:
 
             side = images.shape[-1]
             self.crop = K.RandomResizedCrop((side, side), scale=tuple(augment.crop_scale), ratio=(3 / 4, 4 / 3))
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}  # kornia's crops draw from torch's global RNG
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
 
     def __call__(self, batch_size: int) -> torch.Tensor:
         """-> (B, C, S, S) float in [0, 1] on the device."""

@@ -72,11 +72,17 @@ def build_step(step: Step, cfg: Config, store: Store, progress: Progress, task) 
         info = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step")
         progress.update(task, completed=i, info=info)
 
+    def trainer(steps: int, log: str) -> Trainer:
+        made = Trainer(cfg.runtime, steps, tmp / log, label, on_step, store.checkpoints(step.stage, step.name, step.key))
+        latest = made.checkpoints.latest()
+        if latest is not None:
+            progress.console.print(f"resuming {label} from {latest.relative_to(store.root)}")
+        return made
+
     with store.building(step.stage, step.name, step.key, {r: p.name for r, p in inputs.items()}) as (tmp, manifest):
         manifest["params"] = step.params
         step.run(Context(
-            cfg=cfg, out=tmp, inputs=inputs, params=step.params, manifest=manifest,
-            trainer=lambda steps, log: Trainer(cfg.runtime, steps, tmp / log, label, on_step),
+            cfg=cfg, out=tmp, inputs=inputs, params=step.params, manifest=manifest, trainer=trainer,
             advance=lambda completed: progress.update(task, completed=completed),
             note=progress.console.print,
         ))

@@ -6,7 +6,9 @@
 
 A stage builds into a hidden temporary folder beside its final place, which is renamed into place only
 when the stage function returns; the manifest follows. A folder without a manifest (a killed run) is
-never read and is replaced by the next attempt.
+never read and is replaced by the next attempt. Training checkpoints live beside it, in
+`RUN_DIR/<stage>/.checkpoints-<name>-<key>/`, so a re-run resumes training where the killed attempt
+left off; they are deleted once the stage is complete.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Iterator
 
 from genaug.errors import UserError
 
-FORMAT_VERSION = 1  # bump when a stage's files change meaning; older folders are then rebuilt
+FORMAT_VERSION = 2  # bump when a stage's files change meaning; older folders are then rebuilt
 MANIFEST = "manifest.json"
 
 
@@ -48,6 +50,9 @@ class Store:
 
     def path(self, stage: str, name: str, key: str) -> Path:
         return self.root / stage / f"{name}-{key}"
+
+    def checkpoints(self, stage: str, name: str, key: str) -> Path:
+        return self.root / stage / f".checkpoints-{name}-{key}"
 
     def is_complete(self, path: Path) -> bool:
         return (path / MANIFEST).is_file()
@@ -80,3 +85,4 @@ class Store:
         os.replace(tmp, final)
         manifest["seconds"] = round(time.time() - started, 2)
         write_json_atomic(final / MANIFEST, manifest)
+        shutil.rmtree(self.checkpoints(stage, name, key), ignore_errors=True)
