@@ -1,0 +1,113 @@
+import json
+
+import pytest
+import torch
+
+from genaug.config import DDPMConfig, RuntimeConfig, load_config
+from genaug.engine import Trainer
+from genaug.generators import ddpm
+
+MICRO = DDPMConfig(block_out_channels=[8, 16], attention_levels=[], steps=6, batch_size=4, warmup_steps=1,
+                   lr=1e-3, sample_steps=3)
+
+
+def images(n=8, side=8, seed=0):
+    return torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def train(tmp_path, cfg=MICRO, checkpoint_every=0, checkpoint_dir=None, on_step=None, log="log.jsonl"):
+    runtime = RuntimeConfig(device="cpu", log_every=2, checkpoint_every=checkpoint_every)
+    trainer = Trainer(runtime, cfg.total_steps(8), tmp_path / log, "ddpm", on_step, checkpoint_dir)
+    return ddpm.train(cfg, images(), seed=0, trainer=trainer)
+
+
+def state(unet):
+    return {k: v.clone() for k, v in unet.state_dict().items()}
+
+
+def test_paper_preset_is_the_seeds_unet_and_recipe():
+    cfg = load_config(None, ['ddpm.preset="paper"', "data.image_size=128"]).ddpm
+    unet = ddpm.build_unet(cfg, 128, 3)
+    assert unet.config.down_block_types == ("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D")
+    assert unet.config.up_block_types == ("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4
+    assert unet.config.block_out_channels == (128, 128, 256, 256, 512, 512) and unet.config.layers_per_block == 2
+    assert round(sum(p.numel() for p in unet.parameters()) / 1e6, 1) == 113.7  # the anchors' 113.7 M
+    assert (cfg.lr, cfg.warmup_steps, cfg.batch_size, cfg.grad_clip, cfg.image_size) == (1e-4, 500, 16, 1.0, 128)
+    assert cfg.total_steps(200) == 625  # 50 epochs of 200 images at batch 16
+
+
+def test_preset_fills_only_keys_left_out():
+    cfg = load_config(None, ['ddpm.preset="paper"', "ddpm.lr=3e-4", "ddpm.epochs=0", "ddpm.steps=7"]).ddpm
+    assert cfg.lr == 3e-4 and cfg.total_steps(200) == 7 and cfg.layers_per_block == 2
+
+
+def test_ema_differs_from_raw_and_pipeline_samples_with_it(tmp_path):
+    raw, ema, scheduler, history = train(tmp_path)
+    assert [r["step"] for r in history] == [2, 4, 6]
+    differs = [not torch.equal(a, b) for a, b in zip(raw.parameters(), ema.parameters())]
+    assert all(differs)
+    ddpm.save(tmp_path / "model", raw, scheduler, ema)
+    from diffusers import DDPMPipeline, UNet2DModel
+
+    loaded = DDPMPipeline.from_pretrained(tmp_path / "model" / "pipeline").unet
+    assert all(torch.equal(a, b) for a, b in zip(loaded.parameters(), ema.parameters()))
+    kept = UNet2DModel.from_pretrained(tmp_path / "model" / "unet_raw")
+    assert all(torch.equal(a, b) for a, b in zip(kept.parameters(), raw.parameters()))
+
+
+def test_saved_pipeline_reproduces_samples_for_the_same_seed(tmp_path):
+    raw, ema, scheduler, _ = train(tmp_path)
+    ddpm.save(tmp_path / "model", raw, scheduler, ema)
+    folder = tmp_path / "model" / "pipeline"
+    first = ddpm.sample(folder, 5, "dpmsolver++", 3, batch_size=2, seed=3)
+    assert first.dtype == torch.uint8 and first.shape == (5, 3, 8, 8)
+    assert torch.equal(first, ddpm.sample(folder, 5, "dpmsolver++", 3, batch_size=2, seed=3))
+    assert not torch.equal(first, ddpm.sample(folder, 5, "dpmsolver++", 3, batch_size=2, seed=4))
+    assert not torch.equal(first, ddpm.sample(folder, 5, "ddim", 3, batch_size=2, seed=3))
+
+
+def test_trains_at_its_own_resolution(tmp_path):
+    cfg = MICRO.model_copy(update={"image_size": 4, "steps": 1})
+    raw, _, _, _ = train(tmp_path, cfg)
+    assert raw.config.sample_size == 4
+
+
+class Stop(Exception):
+    pass
+
+
+def test_resume_from_checkpoint_equals_uninterrupted_training(tmp_path):
+    whole_raw, whole_ema, _, whole_history = train(tmp_path, checkpoint_every=3, checkpoint_dir=tmp_path / "a",
+                                                   log="a.jsonl")
+
+    def stop_halfway(i, row):
+        if i == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(tmp_path, checkpoint_every=3, checkpoint_dir=tmp_path / "b", on_step=stop_halfway, log="b.jsonl")
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["checkpoint-3"]
+    raw, ema, _, history = train(tmp_path, checkpoint_every=3, checkpoint_dir=tmp_path / "b", log="b.jsonl")
+    for whole, resumed in ((whole_raw, raw), (whole_ema, ema)):
+        assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+    assert history == whole_history
+    assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
+
+
+def test_checkpoints_keep_the_total_limit_and_hold_no_pickle(tmp_path):
+    train(tmp_path, checkpoint_every=1, checkpoint_dir=tmp_path / "c")
+    kept = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert kept == ["checkpoint-5", "checkpoint-6"]  # runtime.checkpoints_total_limit = 2
+    files = sorted(p.name for p in (tmp_path / "c" / "checkpoint-6").iterdir())
+    assert files == ["state.json", "tensors.safetensors"]
+    saved = json.loads((tmp_path / "c" / "checkpoint-6" / "state.json").read_text())
+    assert {"unet", "optimizer", "schedule", "ema", "batches", "noise", "global_rng"} == set(saved["state"])
+
+
+def test_a_broken_checkpoint_is_named_not_trusted(tmp_path):
+    from genaug.errors import UserError
+
+    train(tmp_path, checkpoint_every=6, checkpoint_dir=tmp_path / "c")
+    (tmp_path / "c" / "checkpoint-6" / "tensors.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(UserError, match="checkpoint-6: unreadable checkpoint"):
+        train(tmp_path, checkpoint_every=6, checkpoint_dir=tmp_path / "c")
