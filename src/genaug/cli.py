@@ -144,6 +144,140 @@ def data_inspect(
     Console().print_json(data=report)
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _device(device: str) -> str:
+    """--device auto|cpu|cuda -> the torch device to use (auto: cuda when one is visible)."""
+    from genaug.config import RuntimeConfig
+    from genaug.engine import resolve_device
+
+    if device not in DEVICES:
+        raise UserError(f"--device {device!r}: use {', '.join(DEVICES)}")
+    return resolve_device(RuntimeConfig(device=device))
+
+
+def _output_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, not a folder; give a folder to write the PNGs into")
+
+
+def _image_files(items: list[Path]) -> list[Path]:
+    """Image files, and the image files (IMAGE_SUFFIXES, not recursive) of folders, in a stable order."""
+    from genaug.data.images import IMAGE_SUFFIXES
+
+    files = []
+    for item in items:
+        if item.is_dir():
+            files += sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise UserError(f"{item}: no such file or folder; give image files or folders of images")
+    if not files:
+        raise UserError(f"no images in {', '.join(map(str, items))} (looked for {', '.join(IMAGE_SUFFIXES)}); "
+                        "give image files or folders holding them")
+    seen: dict[str, Path] = {}
+    for path in files:
+        if path.stem in seen:
+            raise UserError(f"{seen[path.stem]} and {path} would both be written as {path.stem}.png; "
+                            "rename one or translate them separately")
+        seen[path.stem] = path
+    return files
+
+
+@app.command()
+@user_errors
+def translate(
+    model_dir: Path = typer.Argument(..., help="A translator's folder (config.json + weights.safetensors) or "
+                                     "the stage folder holding it as model/."),
+    images: list[Path] = typer.Argument(..., help="RGB image files, or folders of them."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write <stem>.png thermal images into."),
+    device: str = typer.Option("auto", help="auto (cuda when available), cpu or cuda."),
+):
+    """Translate RGB images to thermal with a trained CycleGAN, pix2pix or ViT translator."""
+    import numpy as np
+
+    from genaug.data.images import fit_square, read_rgb, to_tensor, write_png_folder
+    from genaug.generators.networks import translate as run_net
+    from genaug.generators.translators import load_translator
+
+    _output_folder(out)
+    files = _image_files(images)
+    device = _device(device)
+    net, config = load_translator(model_dir)
+    net = net.to(device)
+    size, resize = config["image_size"], config["resize"]
+    # In chunks, so a folder of thousands of frames never sits in memory at once.
+    for start in range(0, len(files), 64):
+        chunk = files[start : start + 64]
+        # fitted exactly as the training frames were (size and resize policy), so the net sees what it learnt on
+        rgb = to_tensor(np.stack([fit_square(read_rgb(path), size, resize) for path in chunk]))
+        write_png_folder(out, run_net(net, rgb), [path.stem for path in chunk])
+    typer.echo(f"wrote {len(files)} translated images to {out}: {config['channels_b']}-channel {size}x{size} "
+               f"PNGs from {config['model']} ({model_dir}); inputs fitted to {size}x{size} by '{resize}'")
+
+
+@app.command()
+@user_errors
+def sample(
+    ddpm_dir: Path = typer.Argument(..., help="A DDPM pipeline folder (model_index.json) or the ddpm stage "
+                                    "folder holding it as pipeline/."),
+    n: int = typer.Option(..., "--n", help="Number of images."),
+    sampler: str = typer.Option(..., help="dpmsolver++, ddim or ddpm."),
+    steps: int = typer.Option(..., help="Denoising steps (dpmsolver++: 20 is plenty; ddpm: the training 1000)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write sample_000000.png, ... into."),
+    seed: int = typer.Option(0, help="Same seed, same images."),
+    batch_size: int = typer.Option(64, help="Images denoised at once."),
+    size: int = typer.Option(0, help="Resize the samples to this side; 0 = the DDPM's training side."),
+    device: str = typer.Option("auto", help="auto (cuda when available), cpu or cuda."),
+):
+    """Sample RGB images from a trained DDPM."""
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from genaug.data.images import RESAMPLE_POLICY, resize_square, write_png_folder
+    from genaug.generators import ddpm
+
+    pipeline = ddpm_dir if (ddpm_dir / "model_index.json").is_file() else ddpm_dir / "pipeline"
+    if not (pipeline / "model_index.json").is_file():
+        raise UserError(f"{ddpm_dir}: no DDPM pipeline here (neither model_index.json nor pipeline/ holding "
+                        "one); give a ddpm stage folder or its pipeline/ folder")
+    if sampler not in ddpm.SAMPLERS:
+        raise UserError(f"--sampler {sampler!r}: use one of {', '.join(ddpm.SAMPLERS)}")
+    for name, value, low in (("--n", n, 1), ("--steps", steps, 1), ("--batch-size", batch_size, 1),
+                             ("--size", size, 0)):
+        if value < low:
+            raise UserError(f"{name} {value}: must be at least {low}")
+    if not 0 <= seed < 2**32:
+        raise UserError(f"--seed {seed}: use a seed from 0 to {2**32 - 1}")
+    _output_folder(out)
+    scheduler_config = pipeline / "scheduler" / "scheduler_config.json"
+    try:
+        train_timesteps = json.loads(scheduler_config.read_text())["num_train_timesteps"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{scheduler_config}: unreadable ({e.__class__.__name__}); the pipeline was not saved "
+                        "completely, train it again") from None
+    if steps > train_timesteps:
+        raise UserError(f"--steps {steps}: more than the {train_timesteps} timesteps the DDPM was trained with; "
+                        "lower it")
+    device = _device(device)
+    columns = (TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as progress:  # a 1000-step DDPM takes a while: show it moving
+        task = progress.add_task("sample", total=n)
+        images = ddpm.sample(pipeline, n, sampler, steps, batch_size, seed, device,
+                             on_batch=lambda done: progress.update(task, completed=done))
+    side = images.shape[-1]
+    note = ""
+    if size and size != side:
+        images = resize_square(images, size)
+        note = f", resized from {side}x{side} ({RESAMPLE_POLICY})"
+    write_png_folder(out, images, [f"sample_{i:06d}" for i in range(n)])
+    typer.echo(f"wrote {n} samples to {out}: {images.shape[-1]}x{images.shape[-1]}{note}; {sampler}, {steps} steps, "
+               f"seed {seed}, on {device}")
+
+
 def main() -> None:
     app(prog_name="genaug")
 

@@ -1,3 +1,6 @@
+import json
+
+import pytest
 import torch
 
 from genaug.config import Pix2PixConfig, RuntimeConfig
@@ -40,6 +43,43 @@ def test_trained_pix2pix_beats_untrained_and_grayscale(tmp_path):
     gray_l1 = (gray - to_unit(test_thermal)).abs().mean().item()
     assert trained_l1 < untrained_l1 and trained_l1 < gray_l1, (trained_l1, untrained_l1, gray_l1)
 
-    pix2pix.save(tmp_path / "model", cfg, nets, 3, 1)
+    pix2pix.save(tmp_path / "model", cfg, nets, 3, 1, image_size=32, resize="crop")
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["model"] == "pix2pix" and (config["image_size"], config["resize"]) == (32, "crop")
     assert torch.equal(translate(pix2pix.load_generator(tmp_path / "model"), test_rgb),
                        translate(nets["netG"].eval(), test_rgb))
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
+    """Killed after the checkpoint at step 3, then re-run: the same weights and log as one whole run
+    (dropout draws from torch's global RNG, batches and flips from the pair sampler's)."""
+    rgb = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    thermal = torch.randint(0, 256, (6, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    cfg = Pix2PixConfig(ngf=4, ndf=4, num_downs=3, d_layers=1, steps=6, batch_size=2)
+    runtime = RuntimeConfig(device="cpu", log_every=2, checkpoint_every=3)
+
+    def run(folder, on_step=None):
+        folder.mkdir(exist_ok=True)
+        trainer = Trainer(runtime, cfg.steps, folder / "log.jsonl", "pix2pix", on_step,
+                          checkpoint_dir=folder / "checkpoints")
+        nets, _ = pix2pix.train(cfg, rgb, thermal, seed=0, trainer=trainer)
+        return nets, trainer
+
+    whole, _ = run(tmp_path / "whole")
+
+    def interrupt(step, row):
+        if step == 3:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run(tmp_path / "resumed", interrupt)
+    resumed, trainer = run(tmp_path / "resumed")
+    assert trainer.resumed_from == 3
+    for name in ("netG", "netD"):
+        for (key, a), b in zip(whole[name].state_dict().items(), resumed[name].state_dict().values()):
+            assert torch.equal(a, b), f"{name}.{key}"
+    assert (tmp_path / "resumed" / "log.jsonl").read_text() == (tmp_path / "whole" / "log.jsonl").read_text()

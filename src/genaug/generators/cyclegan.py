@@ -2,7 +2,10 @@
 
 Paper names: netG_A: A -> B, netG_B: B -> A, netD_A judges domain B, netD_B judges domain A.
 real_A and real_B are drawn independently, so no pairing is ever used even where the source has it.
-Saved as `weights.safetensors` (all four networks) + `config.json`; nothing is pickled.
+Generators (`generator`): `resnet` = junyanz resnet_<n_blocks>blocks (his CycleGAN default); `unet` =
+junyanz UnetGenerator as the CycleGAN option builds it (instance norm, no dropout), the seed's choice.
+Saved as `weights.safetensors` (all four networks) + `config.json` (the config, channels, and the
+image_size / resize the inputs were fitted with, so new files can be prepared alike); nothing is pickled.
 `translate` (from networks) applies netG_A to uint8 images.
 """
 
@@ -15,17 +18,25 @@ import torch
 from genaug.config import CycleGANConfig
 from genaug.data.images import BatchSampler
 from genaug.engine import Trainer
-from genaug.generators.networks import (GANLoss, ImagePool, PatchDiscriminator, ResnetGenerator, init_weights,
-                                        load_network, read_config, save_networks, translate)
+from genaug.generators.networks import (GANLoss, ImagePool, PatchDiscriminator, ResnetGenerator, UnetGenerator,
+                                        init_weights, load_network, read_config, save_networks, translate)
 
 NETWORKS = ("netG_A", "netG_B", "netD_A", "netD_B")
 
 
+def build_generator(cfg: CycleGANConfig, in_channels: int, out_channels: int) -> torch.nn.Module:
+    """(B, in_channels, S, S) -> (B, out_channels, S, S), both in [-1, 1]."""
+    if cfg.generator == "resnet":
+        return ResnetGenerator(in_channels, out_channels, cfg.ngf, cfg.n_blocks, cfg.n_downsampling)
+    # junyanz's CycleGAN options: --norm instance (batch statistics of 1-8 unpaired images are noise, and
+    # eval mode would swap in running averages the generator never trained with) and --no_dropout.
+    return UnetGenerator(in_channels, out_channels, cfg.num_downs, cfg.ngf, dropout=False, norm="instance")
+
+
 def build(cfg: CycleGANConfig, channels_a: int, channels_b: int) -> dict[str, torch.nn.Module]:
-    gen = dict(ngf=cfg.ngf, n_blocks=cfg.n_blocks, n_downsampling=cfg.n_downsampling)
     return {
-        "netG_A": init_weights(ResnetGenerator(channels_a, channels_b, **gen)),
-        "netG_B": init_weights(ResnetGenerator(channels_b, channels_a, **gen)),
+        "netG_A": init_weights(build_generator(cfg, channels_a, channels_b)),
+        "netG_B": init_weights(build_generator(cfg, channels_b, channels_a)),
         "netD_A": init_weights(PatchDiscriminator(channels_b, cfg.ndf, cfg.d_layers)),
         "netD_B": init_weights(PatchDiscriminator(channels_a, cfg.ndf, cfg.d_layers)),
     }
@@ -59,7 +70,8 @@ def train(cfg: CycleGANConfig, images_a: torch.Tensor, images_b: torch.Tensor, s
     netG_A, netG_B, netD_A, netD_B, optimizer_g, optimizer_d, *schedules = prepared
     batches_a = BatchSampler(images_a, trainer.device, seed, cfg.augment)
     batches_b = BatchSampler(images_b, trainer.device, seed + 1, cfg.augment)  # independent draws: unpaired
-    pool_A, pool_B = ImagePool(cfg.pool_size, seed), ImagePool(cfg.pool_size, seed + 1)
+    pool_A = ImagePool(cfg.pool_size, seed, trainer.device)
+    pool_B = ImagePool(cfg.pool_size, seed + 1, trainer.device)
     gan = GANLoss(cfg.gan_loss)
     l1 = torch.nn.L1Loss()
     for net in (netG_A, netG_B, netD_A, netD_B):
@@ -97,14 +109,22 @@ def train(cfg: CycleGANConfig, images_a: torch.Tensor, images_b: torch.Tensor, s
             schedule.step()
         return {"G_A": loss_G_A, "G_B": loss_G_B, "cycle": loss_cycle, "D_A": loss_D_A, "D_B": loss_D_B}
 
-    history = trainer.fit(step)
+    # Where training stands, for checkpoints: the pools' RNGs and histories decide which fakes D sees next,
+    # the samplers' generators which images come next (torch's global RNG is the trainer's own).
+    state = {"netG_A": netG_A, "netG_B": netG_B, "netD_A": netD_A, "netD_B": netD_B,
+             "optimizer_g": optimizer_g, "optimizer_d": optimizer_d,
+             "schedule_g": schedules[0], "schedule_d": schedules[1],
+             "batches_a": batches_a, "batches_b": batches_b, "pool_A": pool_A, "pool_B": pool_B}
+    history = trainer.fit(step, state=state)
     unwrap = trainer.accelerator.unwrap_model
     return {name: unwrap(net) for name, net in zip(NETWORKS, (netG_A, netG_B, netD_A, netD_B))}, history
 
 
-def save(folder: Path, cfg: CycleGANConfig, nets: dict[str, torch.nn.Module], channels_a: int, channels_b: int) -> None:
+def save(folder: Path, cfg: CycleGANConfig, nets: dict[str, torch.nn.Module], channels_a: int, channels_b: int,
+         image_size: int, resize: str) -> None:
+    """`image_size` / `resize`: how the training images were fitted (data.image_size, data.resize)."""
     save_networks(folder, nets, {"model": "cyclegan", "channels_a": channels_a, "channels_b": channels_b,
-                                 **cfg.model_dump(mode="json")})
+                                 "image_size": image_size, "resize": resize, **cfg.model_dump(mode="json")})
 
 
 def load_generator(folder: Path, direction: str = "netG_A") -> torch.nn.Module:

@@ -85,10 +85,11 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
 class ImagePool:
     """A history of generated images (Shrivastava et al. 2017): D sees a mix of new and older fakes."""
 
-    def __init__(self, size: int, seed: int):
+    def __init__(self, size: int, seed: int, device: torch.device | str = "cpu"):
         self.size = size
         self.images: list[torch.Tensor] = []
         self.rng = random.Random(seed)
+        self.device = device  # where a restored history goes: checkpoints load on the CPU
 
     def query(self, images: torch.Tensor) -> torch.Tensor:
         if self.size == 0:
@@ -105,6 +106,24 @@ class ImagePool:
             else:
                 out.append(image)
         return torch.stack(out)
+
+    def state_dict(self) -> dict:
+        return {"images": list(self.images), "rng": list(_encode_random(self.rng.getstate()))}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.images = [image.to(self.device) for image in state["images"]]
+        self.rng.setstate(_decode_random(state["rng"]))
+
+
+def _encode_random(state: tuple) -> tuple:
+    """random.Random's state (version, 625 ints, gauss_next) as JSON-friendly values."""
+    version, internal, gauss_next = state
+    return version, list(internal), gauss_next
+
+
+def _decode_random(state: list) -> tuple:
+    version, internal, gauss_next = state
+    return version, tuple(internal), gauss_next
 
 
 class GANLoss(nn.Module):
@@ -123,22 +142,25 @@ class UnetGenerator(nn.Module):
     """pix2pix's U-Net: `num_downs` stride-2 convs down to 1/2**num_downs, mirrored back up with a skip
     connection at every level (unet_256 = num_downs 8 at 256^2). (B, in_c, S, S) -> (B, out_c, S, S)."""
 
-    def __init__(self, in_channels: int, out_channels: int, num_downs: int = 8, ngf: int = 64, dropout: bool = True):
+    def __init__(self, in_channels: int, out_channels: int, num_downs: int = 8, ngf: int = 64, dropout: bool = True,
+                 norm: str = "batch"):
         super().__init__()
+        # batch: pix2pix's; instance: junyanz's CycleGAN option (no affine, no running statistics)
+        make_norm = nn.BatchNorm2d if norm == "batch" else _norm
         widths = [min(ngf * 2**i, ngf * 8) for i in range(num_downs)]
         self.down = nn.ModuleList()
         for i, width in enumerate(widths):
             if i == 0:
                 self.down.append(nn.Conv2d(in_channels, width, 4, stride=2, padding=1))
             else:
-                norm = nn.BatchNorm2d(width) if i < num_downs - 1 else nn.Identity()  # innermost: no norm
+                norm = make_norm(width) if i < num_downs - 1 else nn.Identity()  # innermost: no norm
                 self.down.append(nn.Sequential(nn.LeakyReLU(0.2, True),
                                                nn.Conv2d(widths[i - 1], width, 4, stride=2, padding=1), norm))
         self.up = nn.ModuleList()
         for j in range(num_downs - 1, 0, -1):
             incoming = widths[j] if j == num_downs - 1 else 2 * widths[j]
             layers = [nn.ReLU(True), nn.ConvTranspose2d(incoming, widths[j - 1], 4, stride=2, padding=1),
-                      nn.BatchNorm2d(widths[j - 1])]
+                      make_norm(widths[j - 1])]
             if dropout and j >= num_downs - 3:  # the noise of pix2pix: dropout in the innermost blocks
                 layers.append(nn.Dropout(0.5))
             self.up.append(nn.Sequential(*layers))

@@ -4,6 +4,8 @@ netG: U-Net; netD: a conditional PatchGAN that judges (real_A, B) side by side, 
 plausible thermal image that does not belong to its RGB frame. Loss: GAN + lambda_L1 * |fake_B - real_B|.
 Each step follows the reference order: forward, D step on detached fakes, G step with D frozen.
 A and B are sampled as one stacked tensor, so a flip or crop moves both alike and the pairs stay aligned.
+Saved as `weights.safetensors` + `config.json` (the config, channels, and the image_size / resize the
+inputs were fitted with); nothing is pickled.
 """
 
 from __future__ import annotations
@@ -67,14 +69,19 @@ def train(cfg: Pix2PixConfig, images_a: torch.Tensor, images_b: torch.Tensor, se
             schedule.step()
         return {"G_GAN": loss_G_GAN, "G_L1": loss_G_L1, "D": loss_D}
 
-    history = trainer.fit(step)
+    # Where training stands, for checkpoints (dropout draws from torch's global RNG, which the trainer adds).
+    state = {"netG": netG, "netD": netD, "optimizer_g": optimizer_g, "optimizer_d": optimizer_d,
+             "schedule_g": schedules[0], "schedule_d": schedules[1], "pairs": pairs}
+    history = trainer.fit(step, state=state)
     unwrap = trainer.accelerator.unwrap_model
     return {"netG": unwrap(netG), "netD": unwrap(netD)}, history
 
 
-def save(folder: Path, cfg: Pix2PixConfig, nets: dict[str, torch.nn.Module], channels_a: int, channels_b: int) -> None:
+def save(folder: Path, cfg: Pix2PixConfig, nets: dict[str, torch.nn.Module], channels_a: int, channels_b: int,
+         image_size: int, resize: str) -> None:
+    """`image_size` / `resize`: how the training images were fitted (data.image_size, data.resize)."""
     save_networks(folder, nets, {"model": "pix2pix", "channels_a": channels_a, "channels_b": channels_b,
-                                 **cfg.model_dump(mode="json")})
+                                 "image_size": image_size, "resize": resize, **cfg.model_dump(mode="json")})
 
 
 def load_generator(folder: Path) -> torch.nn.Module:
