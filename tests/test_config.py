@@ -72,9 +72,9 @@ def test_missing_file(tmp_path):
 
 
 def test_set_overrides_any_key_with_toml_values():
-    cfg = load_config(None, ["mae.steps=7", "study.seeds=[4, 5]", "data.resize=squash", "ddpm.attention=false"])
+    cfg = load_config(None, ["mae.steps=7", "study.seeds=[4, 5]", "data.resize=squash", "ddpm.attention_levels=[]"])
     assert cfg.mae.steps == 7 and cfg.study.seeds == [4, 5]
-    assert cfg.data.resize == "squash" and cfg.ddpm.attention is False
+    assert cfg.data.resize == "squash" and cfg.ddpm.attention_levels == []
 
 
 @pytest.mark.parametrize("bad", ["mae.steps", "=3", "mae..steps=3"])

@@ -103,25 +103,65 @@ class AugmentConfig(Strict):
         return self
 
 
-class DDPMConfig(Strict):
-    """A diffusers UNet2DModel + DDPMScheduler, sampled with a few-step solver."""
+# A preset fills every DDPM key the config leaves out; keys you set win. `small` is the field defaults.
+DDPM_PRESETS: dict[str, dict[str, Any]] = {
+    "small": {},  # 1.8 M parameters, 32^2: a few minutes on 2 CPU cores
+    "tiny": {  # the quickstart's: 0.7 M parameters, about a minute on 2 CPU cores
+        "block_out_channels": [16, 32, 64],
+        "prediction_type": "sample",  # x0: blurry but structured after a few hundred steps, where
+        "beta_schedule": "linear",    # epsilon-prediction still samples noise
+        "steps": 300, "lr": 2e-3, "warmup_steps": 30,
+    },
+    "paper": {  # the seed's UNet and recipe (113.7 M parameters, 128^2), as its notebook trained it
+        "block_out_channels": [128, 128, 256, 256, 512, 512], "layers_per_block": 2,
+        "attention_levels": [4],  # Down x4, AttnDown, Down / Up, AttnUp, Up x4
+        "image_size": 128, "train_timesteps": 1000, "beta_schedule": "linear", "prediction_type": "epsilon",
+        "lr": 1e-4, "warmup_steps": 500, "batch_size": 16, "epochs": 50,
+    },
+}
 
-    block_out_channels: list[int] = Field([32, 64, 128], min_length=2)
+
+class DDPMConfig(Strict):
+    """A diffusers UNet2DModel + DDPMScheduler with EMA, sampled with a few-step solver."""
+
+    preset: Literal["small", "tiny", "paper"] = Field(
+        "small", description="fills every ddpm key left out: tiny, small (CPU minutes), paper (the seed's)")
+    block_out_channels: list[int] = Field([32, 64, 128], min_length=2, description="UNet width per level")
     layers_per_block: int = Field(1, ge=1, le=4)
-    attention: bool = Field(True, description="self-attention at the lowest resolution")
+    attention_levels: list[int] = Field(
+        [-1], description="levels with self-attention: 0 = full resolution, -1 = the lowest; [] = none")
+    image_size: int = Field(0, ge=0, description="training and sampling side; 0 = data.image_size. Samples "
+                            "are resized to data.image_size (bicubic, antialiased) and the manifest says so")
     train_timesteps: int = Field(1000, ge=10)
     beta_schedule: Literal["linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
     prediction_type: Literal["epsilon", "sample", "v_prediction"] = Field(
         "epsilon", description="what the UNet predicts; 'sample' (x0) gives structure sooner on tiny budgets"
     )
-    steps: int = Field(3000, ge=1, description="optimiser steps")
+    steps: int = Field(3000, ge=1, description="optimiser steps (ignored when epochs > 0)")
+    epochs: int = Field(0, ge=0, description="> 0: train for this many passes over the pool instead of steps")
     batch_size: int = Field(32, ge=1)
     lr: float = Field(3e-4, gt=0)
     warmup_steps: int = Field(100, ge=0)
+    grad_clip: float = Field(1.0, gt=0, description="max gradient norm (diffusers' example: 1.0)")
+    ema: bool = Field(True, description="sample with an exponential moving average of the weights "
+                      "(raw weights are kept beside it)")
+    ema_max_decay: float = Field(0.9999, gt=0, lt=1)
+    ema_power: float = Field(0.75, gt=0, description="EMA warm-up: decay = 1 - (1 + step)^-power, capped")
     sampler: Literal["dpmsolver++", "ddim", "ddpm"] = "dpmsolver++"
     sample_steps: int = Field(20, ge=1, le=1000)
     sample_batch_size: int = Field(64, ge=1)
     augment: AugmentConfig = AugmentConfig()
+
+    def total_steps(self, n_images: int) -> int:
+        """Optimiser steps: `steps`, or `epochs` passes over `n_images` when epochs > 0."""
+        return -(-self.epochs * n_images // self.batch_size) if self.epochs else self.steps
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") in DDPM_PRESETS:
+            data = {**DDPM_PRESETS[data["preset"]], **data}
+        return data
 
 
 class TranslatorConfig(Strict):
@@ -141,8 +181,12 @@ class TranslatorConfig(Strict):
 class CycleGANConfig(TranslatorConfig):
     """RGB -> thermal CycleGAN (Zhu et al. 2017) with junyanz defaults, scaled down for the CPU."""
 
-    n_blocks: int = Field(6, ge=1, description="residual blocks in each generator")
-    n_downsampling: int = Field(2, ge=1, le=4)
+    generator: Literal["resnet", "unet"] = Field(
+        "resnet", description="resnet: junyanz default (n_blocks 9 = resnet_9blocks); unet: the seed's "
+        "(num_downs 8 at 256^2)")
+    n_blocks: int = Field(6, ge=1, description="resnet: residual blocks in each generator")
+    n_downsampling: int = Field(2, ge=1, le=4, description="resnet: stride-2 convs before the blocks")
+    num_downs: int = Field(5, ge=2, le=8, description="unet: halvings (8 = unet_256 at 256^2)")
     gan_loss: Literal["lsgan", "bce"] = "lsgan"
     lambda_cycle: float = Field(10.0, ge=0)
     lambda_identity: float = Field(
@@ -159,6 +203,22 @@ class Pix2PixConfig(TranslatorConfig):
     lambda_l1: float = Field(100.0, ge=0)
 
 
+class VitTranslatorConfig(Strict):
+    """The seed's ViT translator, kept as a baseline row: a HF ViTModel encoder + a conv decoder, MSE loss."""
+
+    init: str = Field("auto", description="auto: google/vit-base-patch16-224 when it is on this machine, "
+                      "else scratch; scratch; or a hub id / local folder of a ViT checkpoint")
+    patch_size: int = Field(4, ge=1, description="scratch encoder's patch side (pretrained: its own)")
+    hidden_size: int = Field(128, ge=8, description="scratch encoder width")
+    layers: int = Field(4, ge=1, description="scratch encoder depth")
+    heads: int = Field(4, ge=1, description="scratch encoder attention heads; must divide hidden_size")
+    decoder_channels: int = Field(64, ge=4, description="width of the first decoder stage (halved per upsampling)")
+    steps: int = Field(3000, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-4, gt=0, description="Adam, as the seed")
+    augment: AugmentConfig = AugmentConfig()
+
+
 class MAEConfig(Strict):
     """HF ViTMAEForPreTraining trained from scratch."""
 
@@ -173,12 +233,25 @@ class MAEConfig(Strict):
     augment: AugmentConfig = AugmentConfig()
 
 
-class GeneratorChoice(Strict):
-    """Which generator makes the synthetic images of each modality's `real+gen` condition."""
+RGBGenerator = Literal["ddpm"]
+# "ddpm>cyclegan": DDPM's synthetic RGB images translated to thermal by the CycleGAN (a chain).
+ThermalGenerator = Literal["cyclegan", "pix2pix", "vit_translator",
+                           "ddpm>cyclegan", "ddpm>pix2pix", "ddpm>vit_translator"]
+TRANSLATORS = ("cyclegan", "pix2pix", "vit_translator")
 
-    rgb: Literal["ddpm"] = "ddpm"
-    thermal: Literal["cyclegan", "pix2pix"] = Field(
-        "cyclegan", description="cyclegan: unpaired; pix2pix: needs aligned RGB/thermal pairs")
+
+class GeneratorChoice(Strict):
+    """Which generators make each modality's synthetic images: each gives its own real+gen:<name> condition."""
+
+    rgb: list[RGBGenerator] = Field(["ddpm"], min_length=1)
+    thermal: list[ThermalGenerator] = Field(
+        ["cyclegan"], min_length=1, description="cyclegan: unpaired; pix2pix: aligned pairs; vit_translator: "
+        "the seed's baseline; ddpm>X: DDPM's RGB samples translated by X")
+
+
+def generator_parts(name: str) -> list[str]:
+    """'ddpm>cyclegan' -> ['ddpm', 'cyclegan']: the trained generators a synthetic set comes from."""
+    return name.split(">")
 
 
 class StudyConfig(Strict):
@@ -187,6 +260,16 @@ class StudyConfig(Strict):
     seeds: list[Seed] = Field([0, 1, 2], min_length=1)
     n_synthetic: int = Field(200, ge=1, description="synthetic images added in real+gen")
     generators: GeneratorChoice = GeneratorChoice()
+
+
+class QualityConfig(Strict):
+    """How every synthetic set is scored against held-out real images (FD, KID)."""
+
+    feature_space: str = Field(
+        "random-conv", description="random-conv: genaug's seeded random conv features (same on every "
+        "machine); or a hub id / local folder of a transformers image model (e.g. facebook/dinov2-small), "
+        "which must be on this machine. Inception is not offered: its packages need torchvision")
+    kid_subset_size: int = Field(50, ge=2, description="KID subset size (capped at the set sizes)")
 
 
 class EvalConfig(Strict):
@@ -201,6 +284,9 @@ class RuntimeConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="CPU threads (0 = all cores)")
     log_every: int = Field(25, ge=1, description="optimiser steps between logged losses")
+    checkpoint_every: int = Field(500, ge=0, description="optimiser steps between resumable checkpoints "
+                                  "(0 = none); a re-run resumes a stage from its latest one")
+    checkpoints_total_limit: int = Field(2, ge=1, description="checkpoints kept per stage; older ones deleted")
 
 
 class Config(Strict):
@@ -209,8 +295,10 @@ class Config(Strict):
     ddpm: DDPMConfig = DDPMConfig()
     cyclegan: CycleGANConfig = CycleGANConfig()
     pix2pix: Pix2PixConfig = Pix2PixConfig()
+    vit_translator: VitTranslatorConfig = VitTranslatorConfig()
     mae: MAEConfig = MAEConfig()
     study: StudyConfig = StudyConfig()
+    quality: QualityConfig = QualityConfig()
     eval: EvalConfig = EvalConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 
@@ -235,13 +323,19 @@ class Config(Strict):
             if "real" not in study.conditions:
                 raise ValueError("study.conditions has real+gen without real: every condition is "
                                  "compared with real, so list it too")
-            if "thermal" in study.modalities and study.n_synthetic > d.n_pool:
-                raise ValueError(
-                    f"study.n_synthetic = {study.n_synthetic} thermal images are translated from distinct "
-                    f"pool frames, but data.n_pool = {d.n_pool}; lower one or raise the other"
-                )
             for modality in study.modalities:
-                _check_generator(self, getattr(study.generators, modality))
+                names = getattr(study.generators, modality)
+                if len(set(names)) != len(names):
+                    raise ValueError(f"study.generators.{modality} = {names} repeats an entry; list each once")
+                for name in names:
+                    parts = generator_parts(name)
+                    if modality == "thermal" and len(parts) == 1 and study.n_synthetic > d.n_pool:
+                        raise ValueError(
+                            f"study.n_synthetic = {study.n_synthetic} thermal images are translated from "
+                            f"distinct pool frames by {name}, but data.n_pool = {d.n_pool}; lower one or "
+                            "raise the other")
+                    for part in parts:
+                        _check_generator(self, part)
         return self
 
 
@@ -249,26 +343,40 @@ def _check_generator(cfg: Config, name: str) -> None:
     size = cfg.data.image_size
     if name == "ddpm":
         ddpm = cfg.ddpm
+        size = ddpm.image_size or size
         groups = min(32, ddpm.block_out_channels[0])
         if any(c % groups for c in ddpm.block_out_channels):
             raise ValueError(f"ddpm.block_out_channels = {ddpm.block_out_channels}: each width must be a "
                              f"multiple of {groups} (the group-norm size); e.g. [32, 64, 128]")
-        halvings = len(ddpm.block_out_channels) - 1
-        if size % 2**halvings:
-            raise ValueError(f"data.image_size = {size} cannot be halved {halvings} times by "
-                             f"ddpm.block_out_channels (one halving per extra level); use fewer levels")
+        levels = len(ddpm.block_out_channels)
+        if any(not -levels <= level < levels for level in ddpm.attention_levels):
+            raise ValueError(f"ddpm.attention_levels = {ddpm.attention_levels}: levels run from 0 to "
+                             f"{levels - 1} (or -1 for the lowest) with {levels} block_out_channels")
+        if size % 2 ** (levels - 1):
+            raise ValueError(f"the DDPM's side {size} cannot be halved {levels - 1} times by "
+                             f"ddpm.block_out_channels (one halving per extra level); use fewer levels "
+                             "or another ddpm.image_size")
         if ddpm.sample_steps > ddpm.train_timesteps:
             raise ValueError(f"ddpm.sample_steps = {ddpm.sample_steps} is more than ddpm.train_timesteps = "
                              f"{ddpm.train_timesteps}; lower it")
     elif name in ("cyclegan", "pix2pix"):
         gan = getattr(cfg, name)
-        halvings, key = ((gan.n_downsampling, "n_downsampling") if name == "cyclegan" else (gan.num_downs, "num_downs"))
+        unet = name == "pix2pix" or gan.generator == "unet"
+        halvings, key = (gan.num_downs, "num_downs") if unet else (gan.n_downsampling, "n_downsampling")
         if size % 2**halvings:
             raise ValueError(f"data.image_size = {size} cannot be halved {name}.{key} = {halvings} times; "
                              f"lower {key}")
         if size // 2**gan.d_layers < 3:
             raise ValueError(f"{name}.d_layers = {gan.d_layers} is too deep for data.image_size = {size} "
                              f"(needs image_size >= {3 * 2**gan.d_layers}); lower d_layers")
+    elif name == "vit_translator":
+        vit = cfg.vit_translator
+        if vit.init == "scratch" and size % vit.patch_size:
+            raise ValueError(f"vit_translator.patch_size = {vit.patch_size} does not divide data.image_size = "
+                             f"{size}; choose sizes where it does")
+        if vit.hidden_size % vit.heads:
+            raise ValueError(f"vit_translator.heads = {vit.heads} does not divide vit_translator.hidden_size = "
+                             f"{vit.hidden_size}; choose values where it does")
 
 
 # ---------------------------------------------------------------------------------------------- loading

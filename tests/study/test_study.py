@@ -6,6 +6,7 @@ import shutil
 from types import SimpleNamespace
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from genaug.cli import app
@@ -66,38 +67,63 @@ def test_summary_keys_finite_values_and_learning(study):
     for modality, block in summary["modalities"].items():
         baseline = block["baseline_mean_predictor_mse"]
         assert math.isfinite(baseline) and baseline > 0
-        assert set(block["conditions"]) == {"real", "real+gen"}
+        generator = {"rgb": "ddpm", "thermal": "cyclegan"}[modality]
+        assert set(block["conditions"]) == {"real", f"real+gen:{generator}"}
         for condition, c in block["conditions"].items():
             assert c["n_seeds"] == 2
             assert math.isfinite(c["test_mse_mean"]) and c["test_mse_mean"] > 0
             assert math.isfinite(c["test_mse_std"]) and c["test_mse_std"] > 0  # seeds really differ
             # every MAE learned something: better than predicting the training mean everywhere
             assert c["test_mse_mean"] < baseline, (modality, condition, c["test_mse_mean"], baseline)
-        gen = block["conditions"]["real+gen"]
+        gen = block["conditions"][f"real+gen:{generator}"]
         low, high = gen["ci95"]
         assert low <= gen["rel_change_vs_real"] <= high
         assert 0 <= gen["p_value"] <= 1 and 0 <= gen["wilcoxon_p_images"] <= 1
         assert "rel_change_vs_real" not in block["conditions"]["real"]
 
 
-def test_translator_is_scored_against_the_grey_baseline(study):
+def test_every_synthetic_set_is_scored(study):
     summary = json.loads((study / "summary.json").read_text())
-    quality = summary["synthetic"]["thermal"]["cyclegan"]["quality"]
-    for scores in (quality["translated"], quality["grayscale_baseline"]):
+    paired = summary["synthetic"]["thermal"]["cyclegan"]["quality"]["paired"]
+    for scores in (paired["translated"], paired["grayscale_baseline"]):
         assert 0 < scores["l1"] < 1 and scores["psnr"] > 0 and -1 <= scores["ssim"] <= 1
-    assert "Translator quality" in (study / "report.md").read_text()
+    for modality, generator in (("rgb", "ddpm"), ("thermal", "cyclegan")):
+        quality = summary["synthetic"][modality][generator]["quality"]
+        for scores in (quality["fidelity"], quality["fidelity_real_train"]):
+            assert scores["fd"] >= 0 and math.isfinite(scores["kid_mean"]) and scores["n_real"] == 16
+            assert scores["feature_space"].startswith("random-conv")
+        # 6 DDPM steps are far from real images; real training frames are the floor
+        assert quality["fidelity"]["fd"] > quality["fidelity_real_train"]["fd"]
+    assert summary["synthetic"]["rgb"]["ddpm"]["weights"] == "ema"
+    report = (study / "report.md").read_text()
+    assert "Synthetic image quality" in report and "grayscale of the RGB input" in report
 
 
-def test_pix2pix_feeds_the_thermal_condition(tmp_path):
+def test_each_generator_gives_its_own_condition(tmp_path):
     out = tmp_path / "run"
-    result = run("run", "--out", str(out), *overrides(["study.generators.thermal=pix2pix", 'study.modalities=["thermal"]',
-                                                       "pix2pix.ngf=8", "pix2pix.ndf=8", "pix2pix.num_downs=3",
-                                                       "pix2pix.d_layers=2", "pix2pix.steps=6"]))
+    generators = '["pix2pix", "vit_translator", "ddpm>pix2pix"]'
+    result = run("run", "--out", str(out), *overrides([
+        f"study.generators.thermal={generators}", 'study.modalities=["thermal"]', "study.seeds=[0]",
+        "pix2pix.ngf=8", "pix2pix.ndf=8", "pix2pix.num_downs=3", "pix2pix.d_layers=2", "pix2pix.steps=6",
+        "vit_translator.hidden_size=16", "vit_translator.layers=1", "vit_translator.heads=2",
+        "vit_translator.decoder_channels=8", "vit_translator.steps=6"]))
     assert result.exit_code == 0, result.output
-    manifest = json.loads(next((out / "pix2pix").glob("*/manifest.json")).read_text())
-    assert manifest["generator"] == "pix2pix" and len(manifest["images"]) == 16
     summary = json.loads((out / "summary.json").read_text())
-    assert "pix2pix" in summary["synthetic"]["thermal"] and "real+gen" in summary["modalities"]["thermal"]["conditions"]
+    names = ["pix2pix", "vit_translator", "ddpm>pix2pix"]
+    assert set(summary["modalities"]["thermal"]["conditions"]) == {"real", *(f"real+gen:{n}" for n in names)}
+    assert set(summary["synthetic"]["thermal"]) == set(names)
+    chain = json.loads(next((out / "chain").glob("ddpm-to-pix2pix-*/manifest.json")).read_text())
+    ddpm = next((out / "ddpm").glob("ddpm-*"))
+    assert chain["translated_from"] == ddpm.name and len(chain["images"]) == 16
+    # the chain's images are the DDPM's samples through the pix2pix generator, not its pool translations
+    from genaug.generators.networks import translate
+    from genaug.generators.translators import load_translator
+    from genaug.study.stages import load_synthetic
+
+    net, _ = load_translator(next((out / "pix2pix").glob("pix2pix-*")))
+    chained = load_synthetic(next((out / "chain").glob("ddpm-to-pix2pix-*")))
+    assert torch.equal(chained, translate(net, load_synthetic(ddpm)))
+    assert summary["synthetic"]["thermal"]["vit_translator"]["init"] == "scratch"  # offline: no pretrained ViT
 
 
 def test_results_csv_is_long_format(study):
@@ -161,11 +187,12 @@ def rebuilt_by(*change):
 
 
 def test_plan_keys_follow_dependencies():
-    assert rebuilt_by("ddpm.steps=7") == ["ddpm/ddpm", "eval/rgb-real+gen-seed0", "eval/rgb-real+gen-seed1",
-                                          "mae/rgb-real+gen-seed0", "mae/rgb-real+gen-seed1"]
+    assert rebuilt_by("ddpm.steps=7") == ["ddpm/ddpm", "eval/rgb-real+gen-ddpm-seed0", "eval/rgb-real+gen-ddpm-seed1",
+                                          "mae/rgb-real+gen-ddpm-seed0", "mae/rgb-real+gen-ddpm-seed1"]
+    gen = {"rgb": "ddpm", "thermal": "cyclegan"}
     assert rebuilt_by("eval.seed=5") == sorted(f"eval/{m}-{c}" for m in ("rgb", "thermal")
                                                for c in ("mean-predictor", "real-seed0", "real-seed1",
-                                                         "real+gen-seed0", "real+gen-seed1"))
+                                                         f"real+gen-{gen[m]}-seed0", f"real+gen-{gen[m]}-seed1"))
     assert rebuilt_by("eval.batch_size=3", "study.conditions=['real', 'real+gen']") == []
 
 

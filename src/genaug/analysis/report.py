@@ -43,9 +43,10 @@ class RunData:
         return [s for s in self.steps if s["stage"] == stage]
 
     def generators(self) -> list[dict]:
+        """Every step that made a synthetic set: trained generators and chains."""
         from genaug.study.stages import GENERATOR_STAGES
 
-        return [s for s in self.steps if s["stage"] in GENERATOR_STAGES]
+        return [s for s in self.steps if s["stage"] in GENERATOR_STAGES or s["stage"] == "chain"]
 
     def path(self, step: dict) -> Path:
         return self.root / step["folder"]
@@ -104,10 +105,15 @@ def summarize(data: dict, run: RunData) -> dict:
         }
     for step in run.generators():
         manifest = json.loads((run.path(step) / MANIFEST).read_text())
+        quality = {"fidelity": manifest["fidelity"], "fidelity_real_train": manifest["fidelity_real_train"]}
+        if "paired_quality" in manifest:
+            quality["paired"] = manifest["paired_quality"]
+        facts = {k: manifest[k] for k in ("sampler", "sample_steps", "weights", "sampled_at", "resized_to",
+                                          "resize", "init", "translator") if k in manifest}
         summary["synthetic"].setdefault(manifest["modality"], {})[manifest["generator"]] = {
             "folder": step["folder"], "n_images": len(manifest["images"]),
             "seconds": manifest["seconds"],  # training and sampling
-            **({"quality": manifest["quality"]} if "quality" in manifest else {}),
+            "quality": quality, **facts,
         }
     return summary
 
@@ -151,14 +157,14 @@ def figure_losses(run: RunData, out: Path) -> list[tuple[Path, str]]:
     figures.append((out / "mae_training_loss.png", "MAE training loss per run (one line per seed; same step budget). Not comparable across "
                     "conditions: real+gen's loss includes the synthetic images; compare the held-out table"))
 
-    generators = run.generators()
+    generators = [s for s in run.generators() if s["stage"] != "chain"]  # a chain trains nothing
     if generators:
         fig, axes = plt.subplots(1, len(generators), figsize=(5.5 * len(generators), 3.6), squeeze=False)
         for ax, step in zip(axes[0], generators):
             log = _read_jsonl(run.path(step) / "log.jsonl")
             for name in (k for k in log[0] if k != "step"):
                 ax.plot([r["step"] for r in log], [r[name] for r in log], label=name)
-            ax.set(title=f"{step['stage']} training loss", xlabel="optimiser step")
+            ax.set(title=f"{step['params']['generator']} training loss", xlabel="optimiser step")
             ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / "generator_training_loss.png", dpi=110)
@@ -169,6 +175,7 @@ def figure_losses(run: RunData, out: Path) -> list[tuple[Path, str]]:
 
 def figure_samples(run: RunData, out: Path, n: int = 16) -> list[tuple[Path, str]]:
     from genaug.data.images import grid
+    from genaug.study.plan import slug
     from genaug.study.stages import load_split, load_synthetic
 
     split = load_split(run.path(run.of("split")[0]))
@@ -178,8 +185,9 @@ def figure_samples(run: RunData, out: Path, n: int = 16) -> list[tuple[Path, str
         real = split["train"].modality(modality)[:n]
         fake = load_synthetic(run.path(step))[:n]
         rows = np.concatenate([grid(real, n), grid(fake, n)], axis=0)
-        path = _save_png(out / f"samples_{modality}.png", rows, 3)
-        figures.append((path, f"{modality}: real training frames (top) vs {step['stage']} synthetic images (bottom)"))
+        generator = step["params"]["generator"]
+        path = _save_png(out / f"samples_{modality}_{slug(generator)}.png", rows, 3)
+        figures.append((path, f"{modality}: real training frames (top) vs {generator} synthetic images (bottom)"))
     return figures
 
 
@@ -273,20 +281,40 @@ def verdicts(summary: dict) -> list[str]:
 
 
 def quality_blocks(summary: dict) -> list[tuple]:
-    rows = []
+    """FD/KID of every synthetic set (and of real training frames: the floor), then translator scores."""
+    fidelity_rows, paired_rows, spaces = [], [], set()
     for modality, generators in summary["synthetic"].items():
+        reference = None
         for name, entry in generators.items():
-            if "quality" not in entry:
-                continue
             q = entry["quality"]
-            for label, scores in ((name, q["translated"]), ("grayscale of the RGB input", q["grayscale_baseline"])):
-                rows.append([modality, label, f"{scores['l1']:.4f}", f"{scores['psnr']:.2f}", f"{scores['ssim']:.3f}"])
-    if not rows:
+            f = q["fidelity"]
+            spaces.add(f["feature_space"])
+            fidelity_rows.append([modality, name, str(f["n_generated"]), f"{f['fd']:.2f}",
+                                  f"{f['kid_mean'] * 1e3:.2f} ± {f['kid_std'] * 1e3:.2f}"])
+            reference = q["fidelity_real_train"]
+            if "paired" in q:
+                for label, scores in ((name, q["paired"]["translated"]),
+                                      ("grayscale of the RGB input", q["paired"]["grayscale_baseline"])):
+                    paired_rows.append([modality, label, f"{scores['l1']:.4f}", f"{scores['psnr']:.2f}",
+                                        f"{scores['ssim']:.3f}"])
+        if reference is not None:
+            fidelity_rows.append([modality, "real training frames (floor)", str(reference["n_generated"]),
+                                  f"{reference['fd']:.2f}",
+                                  f"{reference['kid_mean'] * 1e3:.2f} ± {reference['kid_std'] * 1e3:.2f}"])
+    if not fidelity_rows:
         return []
-    return [("h2", "Translator quality"),
-            ("p", "Translated thermal vs the real thermal frame on the held-out test pairs (no generator saw "
-                  "them), beside the grey of the RGB input, which a useful translator must beat."),
-            ("table", ["modality", "images", "L1 (lower better)", "PSNR dB", "SSIM"], rows)]
+    blocks = [("h2", "Synthetic image quality"),
+              ("p", "Fréchet distance (FD) and kernel distance (KID × 1000, mean ± std over subsets) of each "
+                    f"synthetic set against the held-out real test images, in the feature space: "
+                    f"{'; '.join(sorted(spaces))}. Lower is closer. The last row of each modality scores "
+                    "real training frames the same way: the value a perfect generator would reach. Numbers "
+                    "from different feature spaces or set sizes are not comparable."),
+              ("table", ["modality", "images", "n", "FD", "KID × 1000"], fidelity_rows)]
+    if paired_rows:
+        blocks += [("p", "Translated thermal vs the real thermal frame on the held-out test pairs (no generator "
+                         "saw them), beside the grey of the RGB input, which a useful translator must beat."),
+                   ("table", ["modality", "images", "L1 (lower better)", "PSNR dB", "SSIM"], paired_rows)]
+    return blocks
 
 
 def data_lines(data: dict) -> list[str]:

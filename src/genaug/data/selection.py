@@ -50,7 +50,7 @@ def select(cfg: Config, source) -> Selection:
         raise UserError(f"study.modalities lists {absent[0]}, but the {data.source} source has only "
                         f"{', '.join(scan.modalities)} images; remove it or point the source at {absent[0]} images")
     if "real+gen" in study.conditions and "thermal" in study.modalities and "rgb" not in scan.modalities:
-        raise UserError(f"study.generators.thermal = '{study.generators.thermal}' translates RGB pool frames, "
+        raise UserError(f"study.generators.thermal = {study.generators.thermal} translate RGB pool frames, "
                         "but the source has no RGB images; add data.folder.rgb or drop real+gen")
     needed = {"test": data.n_test, "train": data.n_train, "pool": data.n_pool}
     if scan.test_frames is None:

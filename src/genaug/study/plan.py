@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from genaug.config import Config, stage_key
+from genaug.config import Config, generator_parts, stage_key
 from genaug.engine import resolve_device
 from genaug.study import stages
 from genaug.study.store import FORMAT_VERSION
@@ -18,8 +18,8 @@ from genaug.study.store import FORMAT_VERSION
 
 @dataclass
 class Step:
-    stage: str  # folder under the run directory: split, ddpm, cyclegan, mae, eval
-    name: str  # human-readable part of the folder name, e.g. thermal-real+gen-seed1
+    stage: str  # folder under the run directory: split, ddpm, cyclegan, ..., chain, mae, eval
+    name: str  # human-readable part of the folder name, e.g. thermal-real+gen-cyclegan-seed1
     key: str
     run: Callable[[stages.Context], None]
     inputs: dict[str, Step] = field(default_factory=dict)
@@ -37,6 +37,16 @@ class Step:
                 "inputs": {role: step.folder for role, step in self.inputs.items()}, "params": self.params}
 
 
+def slug(name: str) -> str:
+    """A condition or generator name as a folder name: real+gen:ddpm>cyclegan -> real+gen-ddpm-to-cyclegan."""
+    return name.replace(":", "-").replace(">", "-to-")
+
+
+def generator_steps(cfg: Config, name: str) -> int:
+    """Optimiser steps of a trained generator (DDPM may count them in epochs over the pool)."""
+    return cfg.ddpm.total_steps(cfg.data.n_pool) if name == "ddpm" else getattr(cfg, name).steps
+
+
 def make_plan(cfg: Config) -> list[Step]:
     data, study = cfg.data, cfg.study
     split = Step("split", "split", stage_key(FORMAT_VERSION, "split", cfg.seed, data), stages.run_split,
@@ -50,19 +60,43 @@ def make_plan(cfg: Config) -> list[Step]:
     training = {"precision": "bf16" if resolve_device(cfg.runtime) == "cuda" else "fp32",
                 "log_every": cfg.runtime.log_every}
 
+    # Synthetic sets by generator name; a chain ("ddpm>cyclegan") reuses the steps of its parts.
     generators: dict[str, Step] = {}
-    if "real+gen" in study.conditions:
-        for modality in study.modalities:
-            name = getattr(study.generators, modality)
+
+    def generator_step(name: str) -> Step:
+        if name in generators:
+            return generators[name]
+        parts = generator_parts(name)
+        if len(parts) == 1:
             section = getattr(cfg, name)
-            generators[modality] = Step(
+            steps = generator_steps(cfg, name)
+            step = Step(
                 name, name,
-                stage_key(FORMAT_VERSION, name, section, training, cfg.seed, study.n_synthetic, split.key),
+                stage_key(FORMAT_VERSION, name, section, training, cfg.quality, cfg.seed, study.n_synthetic,
+                          split.key),
                 stages.GENERATOR_STAGES[name], {"split": split},
-                {"modality": modality, "generator": name}, work=section.steps + study.n_synthetic,
-                label=f"{section.steps} steps + {study.n_synthetic} images",
+                {"modality": "rgb" if name == "ddpm" else "thermal", "generator": name},
+                work=steps + study.n_synthetic, label=f"{steps} steps + {study.n_synthetic} images",
             )
-        plan += generators.values()
+        else:
+            source, translator = (generator_step(part) for part in parts)
+            step = Step("chain", slug(name), stage_key(FORMAT_VERSION, "chain", name, cfg.quality, source.key,
+                                                       translator.key),
+                        stages.run_chain, {"split": split, "source": source, "translator": translator},
+                        {"modality": "thermal", "generator": name}, work=study.n_synthetic, unit="images")
+        generators[name] = step
+        return step
+
+    conditions: dict[str, list[tuple[str, Step | None]]] = {}  # modality -> [(condition, synthetic set)]
+    for modality in study.modalities:
+        conditions[modality] = []
+        for condition in study.conditions:
+            if condition == "real+gen":
+                conditions[modality] += [(f"real+gen:{name}", generator_step(name))
+                                         for name in getattr(study.generators, modality)]
+            else:
+                conditions[modality].append((condition, None))
+    plan += generators.values()
 
     eval_slice = cfg.eval.model_dump(exclude={"batch_size"})  # batch size changes no result
     mask_slice = {"patch_size": cfg.mae.patch_size, "mask_ratio": cfg.mae.mask_ratio}
@@ -74,15 +108,15 @@ def make_plan(cfg: Config) -> list[Step]:
             stages.run_eval, {"split": split}, {"modality": modality, "condition": "mean-predictor"},
             work=data.n_test, unit="images",
         ))
-        for condition in study.conditions:
+        for condition, synthetic in conditions[modality]:
             for seed in study.seeds:
                 inputs = {"split": split}
                 input_keys = {"split": train_test_key}
-                if condition == "real+gen":
-                    inputs["generator"] = generators[modality]
-                    input_keys["generator"] = generators[modality].key
+                if synthetic is not None:
+                    inputs["generator"] = synthetic
+                    input_keys["generator"] = synthetic.key
                 params = {"modality": modality, "condition": condition, "seed": seed}
-                name = f"{modality}-{condition}-seed{seed}"
+                name = f"{modality}-{slug(condition)}-seed{seed}"
                 mae = Step("mae", name, stage_key(FORMAT_VERSION, "mae", cfg.mae, training, params, input_keys),
                            stages.run_mae, inputs, params, work=cfg.mae.steps)
                 maes.append(mae)

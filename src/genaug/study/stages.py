@@ -1,9 +1,11 @@
 """The study's stages. Each reads completed input folders and fills one new folder; nothing else.
 
     split     source -> frames.safetensors (uint8 pool / train / test sets) + split.json (ids)
-    ddpm      split.pool.rgb -> pipeline/ (diffusers) + images/*.png (synthetic RGB)
+    ddpm      split.pool.rgb -> pipeline/ (EMA), unet_raw/ (diffusers) + images/*.png (synthetic RGB)
     cyclegan  split.pool rgb, thermal (unpaired) -> model/ (safetensors) + images/*.png (synthetic thermal)
-    mae       split.train.<modality> [+ a generator's images] -> model/ (save_pretrained) + log.jsonl
+    pix2pix, vit_translator   the same from aligned pool pairs
+    chain     a generator's images + a translator -> images/*.png (e.g. DDPM RGB -> thermal)
+    mae       split.train.<modality> [+ a synthetic set] -> model/ (save_pretrained) + log.jsonl
     eval      split.test.<modality> + an MAE (or the mean predictor) -> per_image.csv + examples.safetensors
 """
 
@@ -19,7 +21,7 @@ import numpy as np
 import torch
 
 from genaug.config import Config
-from genaug.data.images import from_unit, read_png_folder, to_unit, write_png_folder
+from genaug.data.images import RESAMPLE_POLICY, from_unit, read_png_folder, resize_square, to_unit, write_png_folder
 from genaug.data.frames import Frames
 from genaug.data.selection import SETS
 from genaug.data.sources import open_source
@@ -86,14 +88,22 @@ def load_split(folder: Path) -> dict[str, Frames]:
 
 def run_ddpm(ctx: Context) -> None:
     from genaug.generators import ddpm
+    from genaug.study.plan import generator_steps
 
-    cfg, n = ctx.cfg.ddpm, ctx.cfg.study.n_synthetic
-    pool = load_split(ctx.inputs["split"])["pool"]
-    unet, scheduler, _ = ddpm.train(cfg, pool.rgb, ctx.cfg.seed, ctx.trainer(cfg.steps, "log.jsonl"))
-    ddpm.save(ctx.out / "pipeline", unet, scheduler)
+    cfg, n, size = ctx.cfg.ddpm, ctx.cfg.study.n_synthetic, ctx.cfg.data.image_size
+    split = load_split(ctx.inputs["split"])
+    steps = generator_steps(ctx.cfg, "ddpm")
+    unet, ema_unet, scheduler, _ = ddpm.train(cfg, split["pool"].rgb, ctx.cfg.seed, ctx.trainer(steps, "log.jsonl"))
+    ddpm.save(ctx.out, unet, scheduler, ema_unet)
     images = ddpm.sample(ctx.out / "pipeline", n, cfg.sampler, cfg.sample_steps, cfg.sample_batch_size,
-                         ctx.cfg.seed, ctx.device, on_batch=lambda done: ctx.advance(cfg.steps + done))
-    write_synthetic(ctx, images, "rgb", "ddpm", {"sampler": cfg.sampler, "sample_steps": cfg.sample_steps})
+                         ctx.cfg.seed, ctx.device, on_batch=lambda done: ctx.advance(steps + done))
+    trained_at = images.shape[-1]
+    facts = {"sampler": cfg.sampler, "sample_steps": cfg.sample_steps, "steps": steps,
+             "weights": "ema" if ema_unet is not None else "raw", "sampled_at": trained_at}
+    if trained_at != size:  # the MAE sees data.image_size: resample, and say how
+        images = resize_square(images, size)
+        facts["resized_to"], facts["resize"] = size, RESAMPLE_POLICY
+    write_synthetic(ctx, images, split, "rgb", "ddpm", facts)
 
 
 def run_cyclegan(ctx: Context) -> None:
@@ -104,7 +114,7 @@ def run_cyclegan(ctx: Context) -> None:
     pool = split["pool"]
     nets, _ = cyclegan.train(cfg, pool.rgb, pool.thermal, ctx.cfg.seed, ctx.trainer(cfg.steps, "log.jsonl"),
                              log_note=ctx.note)
-    cyclegan.save(ctx.out / "model", cfg, nets, pool.rgb.shape[1], pool.thermal.shape[1])
+    cyclegan.save(ctx.out / "model", cfg, nets, pool.rgb.shape[1], pool.thermal.shape[1], *_data_facts(ctx))
     write_translated(ctx, nets["netG_A"], split, "cyclegan")
 
 
@@ -115,8 +125,25 @@ def run_pix2pix(ctx: Context) -> None:
     split = load_split(ctx.inputs["split"])
     pool = split["pool"]  # aligned: frame i's RGB and thermal
     nets, _ = pix2pix.train(cfg, pool.rgb, pool.thermal, ctx.cfg.seed, ctx.trainer(cfg.steps, "log.jsonl"))
-    pix2pix.save(ctx.out / "model", cfg, nets, pool.rgb.shape[1], pool.thermal.shape[1])
+    pix2pix.save(ctx.out / "model", cfg, nets, pool.rgb.shape[1], pool.thermal.shape[1], *_data_facts(ctx))
     write_translated(ctx, nets["netG"], split, "pix2pix")
+
+
+def run_vit_translator(ctx: Context) -> None:
+    from genaug.generators import vit_translator
+
+    cfg = ctx.cfg.vit_translator
+    split = load_split(ctx.inputs["split"])
+    pool = split["pool"]  # aligned, like pix2pix: the seed trained it with MSE to the paired frame
+    nets, _ = vit_translator.train(cfg, pool.rgb, pool.thermal, ctx.cfg.seed, ctx.trainer(cfg.steps, "log.jsonl"))
+    vit_translator.save(ctx.out / "model", cfg, nets, pool.rgb.shape[1], pool.thermal.shape[1], *_data_facts(ctx))
+    ctx.manifest["init"] = nets["netG"].init_used
+    write_translated(ctx, nets["netG"], split, "vit_translator")
+
+
+def _data_facts(ctx: Context) -> tuple[int, str]:
+    """What a saved translator needs to be used on new files: its input side and resize policy."""
+    return ctx.cfg.data.image_size, ctx.cfg.data.resize
 
 
 def write_translated(ctx: Context, net: torch.nn.Module, split: dict[str, Frames], generator: str) -> None:
@@ -126,17 +153,40 @@ def write_translated(ctx: Context, net: torch.nn.Module, split: dict[str, Frames
 
     net.eval()
     n, pool = ctx.cfg.study.n_synthetic, split["pool"]
-    ctx.manifest["quality"] = translator_quality(net, split["test"].rgb, split["test"].thermal)
+    ctx.manifest["paired_quality"] = translator_quality(net, split["test"].rgb, split["test"].thermal)
     # Thermal images for the MAE come from pool RGB frames: never from a frame of any MAE set.
     images = translate(net, pool.rgb[:n])
     ctx.advance(getattr(ctx.cfg, generator).steps + n)
-    write_synthetic(ctx, images, "thermal", generator, {"translated_from": pool.ids[:n]})
+    write_synthetic(ctx, images, split, "thermal", generator, {"translated_from": pool.ids[:n]})
 
 
-def write_synthetic(ctx: Context, images: torch.Tensor, modality: str, generator: str, extra: dict) -> None:
-    ids = [f"{generator}_{i:06d}" for i in range(len(images))]
+def run_chain(ctx: Context) -> None:
+    """A generator's synthetic RGB set translated to thermal: e.g. DDPM samples through the CycleGAN."""
+    from genaug.generators.networks import translate
+    from genaug.generators.translators import load_translator
+
+    split = load_split(ctx.inputs["split"])
+    rgb = load_synthetic(ctx.inputs["source"])
+    net, _ = load_translator(ctx.inputs["translator"] / "model")
+    images = translate(net.to(ctx.device), rgb)
+    ctx.advance(len(images))
+    write_synthetic(ctx, images, split, "thermal", ctx.params["generator"],
+                    {"translated_from": ctx.inputs["source"].name, "translator": ctx.inputs["translator"].name})
+
+
+def write_synthetic(ctx: Context, images: torch.Tensor, split: dict[str, Frames], modality: str, generator: str,
+                    extra: dict) -> None:
+    """The synthetic set as PNGs, scored (FD, KID) against the held-out real test images of its modality,
+    beside the same scores for as many real training frames: the value a perfect generator would get."""
+    from genaug.analysis.fidelity import fidelity
+
+    q = ctx.cfg.quality
+    ids = [f"{generator.replace('>', '-')}_{i:06d}" for i in range(len(images))]
     write_png_folder(ctx.out / "images", images, ids)
-    ctx.manifest.update(modality=modality, generator=generator, seed=ctx.cfg.seed, images=ids, **extra)
+    test, train = split["test"].modality(modality), split["train"].modality(modality)
+    score = lambda generated: fidelity(generated, test, q.feature_space, ctx.device, q.kid_subset_size, ctx.cfg.seed)
+    ctx.manifest.update(modality=modality, generator=generator, seed=ctx.cfg.seed, images=ids,
+                        fidelity=score(images), fidelity_real_train=score(train[: len(images)]), **extra)
 
 
 def load_synthetic(folder: Path) -> torch.Tensor:
@@ -144,7 +194,9 @@ def load_synthetic(folder: Path) -> torch.Tensor:
     return read_png_folder(folder / "images", manifest["images"])
 
 
-GENERATOR_STAGES = {"ddpm": run_ddpm, "cyclegan": run_cyclegan, "pix2pix": run_pix2pix}  # name -> stage; config picks per modality
+# name -> stage: study.generators picks them per modality; "a>b" chains run run_chain.
+GENERATOR_STAGES = {"ddpm": run_ddpm, "cyclegan": run_cyclegan, "pix2pix": run_pix2pix,
+                    "vit_translator": run_vit_translator}
 
 
 # -------------------------------------------------------------------------------------------------- MAE
@@ -160,7 +212,7 @@ def run_mae(ctx: Context) -> None:
     modality, condition, seed = ctx.params["modality"], ctx.params["condition"], ctx.params["seed"]
     real = load_split(ctx.inputs["split"])["train"].modality(modality)
     images = real
-    if condition == "real+gen":
+    if "generator" in ctx.inputs:  # real+gen:<generator>
         images = torch.cat([real, load_synthetic(ctx.inputs["generator"])])
     # Normalisation from the real training images, identical for every condition of a modality, so
     # the conditions differ in their training data and nothing else.
