@@ -110,3 +110,35 @@ def test_non_finite_loss_stops_training_naming_stage_and_step(tmp_path):
     with pytest.raises(UserError, match=r"mae rgb-real-seed0: loss 'loss' became non-finite by step 4"):
         trainer.fit(lambda i: {"loss": torch.tensor(next(losses))})
     assert (tmp_path / "log.jsonl").read_text().count("\n") == 1  # the good window was logged
+
+
+def test_resumed_mae_equals_uninterrupted(tmp_path):
+    """Stopped after its step-3 checkpoint and run again, an MAE ends with the same weights and log."""
+    import pytest
+
+    from genaug.config import AugmentConfig, RuntimeConfig
+    from genaug.engine import Trainer
+
+    images = torch.randint(0, 256, (16, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    cfg = MAEConfig(preset="micro", patch_size=4, steps=6, batch_size=4, warmup_steps=1,
+                    augment=AugmentConfig(crop_scale=[0.5, 1.0]))  # kornia's crops: the global RNG
+    runtime = RuntimeConfig(device="cpu", log_every=2, checkpoint_every=3)
+
+    trainers = []
+
+    def run(folder, on_step=None):
+        trainers.append(Trainer(runtime, cfg.steps, tmp_path / f"{folder}.jsonl", "mae", on_step, tmp_path / folder))
+        return mae.train(cfg, images, mae.Normalizer.fit(images), seed=0, trainer=trainers[-1])
+
+    whole, _ = run("a")
+
+    def stop(i, row):
+        if i == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run("b", stop)
+    resumed, _ = run("b")
+    assert trainers[-1].resumed_from == 3  # it really resumed, rather than starting again
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+    assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()

@@ -73,15 +73,17 @@ class Trainer:
         """Run `steps` optimiser steps; return the logged rows ({"step": i, loss name: mean, ...}).
 
         `state`: name -> object with state_dict()/load_state_dict() (or a torch.Generator): what a
-        checkpoint saves and a resume restores. torch's global RNGs are always included.
+        checkpoint saves and a resume restores; torch's global RNGs are always added. Without a
+        state there is nothing to restore, so no checkpoint is written or read.
         """
+        checkpoints = self.checkpoints if state is not None else Checkpoints(None, 0, 1)
         state = {**(state or {}), "global_rng": GlobalRNG()}
         history: list[dict[str, float]] = []
         sums: dict[str, torch.Tensor] = {}
         since_log, start = 0, 0
-        latest = self.checkpoints.latest()
+        latest = checkpoints.latest()
         if latest is not None:
-            loop = self.checkpoints.load(latest, state, self.device)
+            loop = checkpoints.load(latest, state, self.device)
             start, history, since_log = loop["step"], loop["history"], loop["since_log"]
             sums = {k: v.to(self.device) for k, v in loop["sums"].items()}
             self.resumed_from = start
@@ -105,8 +107,8 @@ class Trainer:
                     log.flush()
                     history.append(row)
                     sums, since_log = {}, 0
-                if self.checkpoints.due(i, self.steps):
-                    self.checkpoints.save(i, state, {"step": i, "history": history, "since_log": since_log,
+                if checkpoints.due(i, self.steps):
+                    checkpoints.save(i, state, {"step": i, "history": history, "since_log": since_log,
                                                      "sums": sums})
                 self.on_step(i, row)
         return history

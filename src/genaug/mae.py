@@ -120,7 +120,8 @@ def train(cfg: MAEConfig, images: torch.Tensor, normalizer: Normalizer, seed: in
         optimizer.zero_grad(set_to_none=True)
         return {"loss": loss}
 
-    history = trainer.fit(step)
+    # ViTMAE draws its training masks from torch's global RNG, which the trainer checkpoints itself
+    history = trainer.fit(step, {"model": model, "optimizer": optimizer, "schedule": schedule, "batches": batches})
     return trainer.accelerator.unwrap_model(model), history
 
 
