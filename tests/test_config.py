@@ -115,3 +115,26 @@ def test_stage_key_depends_on_values_not_dict_order():
     b.mae.lr = 0.5
     assert stage_key("mae", a.mae) != stage_key("mae", b.mae)
     assert stage_key({"x": 1, "y": 2}) == stage_key({"y": 2, "x": 1})
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (['study.generators.thermal=["cyclegan", "cyclegan"]'], "study.generators.thermal"),
+    (['study.generators.thermal=["stylegan"]'], "study.generators.thermal"),
+    (['study.generators.thermal=["ddpm>cyclegan"]', "ddpm.block_out_channels=[16, 32, 64, 128, 256, 512, 512]"],
+     "halved 6 times"),  # a chain checks the DDPM it needs, even in a thermal-only choice
+    (['study.generators.thermal=["vit_translator"]', "vit_translator.patch_size=6"], "power of two"),
+    (['study.generators.thermal=["cyclegan"]', 'cyclegan.generator="unet"', "cyclegan.num_downs=8"],
+     "cyclegan.num_downs = 8"),
+    (["ddpm.attention_levels=[3]"], "ddpm.attention_levels"),
+])
+def test_generator_choices_are_checked_before_anything_runs(overrides, needle):
+    with pytest.raises(UserError) as e:
+        load_config(None, overrides)
+    assert needle in message(e)
+
+
+def test_resolved_preset_config_round_trips(tmp_path):
+    cfg = load_config(None, ['ddpm.preset="paper"', "data.image_size=128", "ddpm.lr=2e-4"])
+    path = tmp_path / "config.toml"
+    path.write_text(to_toml(cfg))
+    assert load_config(path) == cfg

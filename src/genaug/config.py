@@ -371,9 +371,13 @@ def _check_generator(cfg: Config, name: str) -> None:
                              f"(needs image_size >= {3 * 2**gan.d_layers}); lower d_layers")
     elif name == "vit_translator":
         vit = cfg.vit_translator
-        if vit.init == "scratch" and size % vit.patch_size:
-            raise ValueError(f"vit_translator.patch_size = {vit.patch_size} does not divide data.image_size = "
-                             f"{size}; choose sizes where it does")
+        if vit.init in ("scratch", "auto"):  # auto falls back to a scratch encoder when nothing is cached
+            if vit.patch_size & (vit.patch_size - 1):
+                raise ValueError(f"vit_translator.patch_size = {vit.patch_size}: the decoder doubles the side "
+                                 "per stage, so it must be a power of two (e.g. 4, 8 or 16)")
+            if size % vit.patch_size:
+                raise ValueError(f"vit_translator.patch_size = {vit.patch_size} does not divide data.image_size = "
+                                 f"{size}; choose sizes where it does")
         if vit.hidden_size % vit.heads:
             raise ValueError(f"vit_translator.heads = {vit.heads} does not divide vit_translator.hidden_size = "
                              f"{vit.hidden_size}; choose values where it does")
