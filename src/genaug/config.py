@@ -23,7 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from genaug.errors import UserError
 
 Modality = Literal["rgb", "thermal"]
-Condition = Literal["real", "real+gen"]
+# real+gen: one condition per configured generator (real+gen:<name>). The controls: real-x2 repeats the
+# real images to the real+gen count; real+classic adds as many classically augmented copies; real+real
+# adds as many held-back real frames (the generator pool's): the upper bound.
+Condition = Literal["real", "real+gen", "real-x2", "real+classic", "real+real"]
 
 
 class Strict(BaseModel):
@@ -220,12 +223,18 @@ class VitTranslatorConfig(Strict):
 
 
 class MAEConfig(Strict):
-    """HF ViTMAEForPreTraining trained from scratch."""
+    """HF ViTMAEForPreTraining, from scratch or from pretrained weights."""
 
+    init: str = Field("scratch", description="scratch (the preset's architecture), or pretrained weights: "
+                      "a hub id such as facebook/vit-mae-base (must be on this machine) or a local folder")
+    norm_pix_loss: bool = Field(False, description="train on per-patch normalised pixel targets (MAE paper); "
+                                "applied to scratch and pretrained models alike")
     preset: Literal["micro", "tiny", "small", "base"] = "tiny"
     patch_size: int = Field(4, ge=1)
     mask_ratio: float = Field(0.75, gt=0, lt=1)
-    steps: int = Field(1500, ge=1, description="optimiser steps, equal for every condition")
+    steps: int = Field(1500, ge=1, description="optimiser steps, equal for every condition "
+                       "(study.budget = 'steps')")
+    epochs: int = Field(50, ge=1, description="passes over each condition's images (study.budget = 'epochs')")
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
@@ -258,7 +267,11 @@ class StudyConfig(Strict):
     modalities: list[Modality] = Field(["rgb", "thermal"], min_length=1)
     conditions: list[Condition] = Field(["real", "real+gen"], min_length=1)
     seeds: list[Seed] = Field([0, 1, 2], min_length=1)
-    n_synthetic: int = Field(200, ge=1, description="synthetic images added in real+gen")
+    n_synthetic: int = Field(200, ge=1, description="images added in real+gen (and in real-x2, real+classic, "
+                             "real+real)")
+    budget: Literal["steps", "epochs"] = Field(
+        "steps", description="steps: every condition trains mae.steps steps (more images, not more steps); "
+        "epochs: mae.epochs passes (the seed's protocol: conditions with more images train longer)")
     generators: GeneratorChoice = GeneratorChoice()
 
 
@@ -319,10 +332,14 @@ class Config(Strict):
                             ("study.seeds", study.seeds)):
             if len(set(values)) != len(values):
                 raise ValueError(f"{key} = {values} repeats an entry; list each once")
+        others = [c for c in study.conditions if c != "real"]
+        if others and "real" not in study.conditions:
+            raise ValueError(f"study.conditions has {others[0]} without real: every condition is compared "
+                             "with real, so list it too")
+        if "real+real" in study.conditions and study.n_synthetic > d.n_pool:
+            raise ValueError(f"study.n_synthetic = {study.n_synthetic} held-back real frames for real+real come "
+                             f"from the generator pool, but data.n_pool = {d.n_pool}; lower one or raise the other")
         if "real+gen" in study.conditions:
-            if "real" not in study.conditions:
-                raise ValueError("study.conditions has real+gen without real: every condition is "
-                                 "compared with real, so list it too")
             for modality in study.modalities:
                 names = getattr(study.generators, modality)
                 if len(set(names)) != len(names):

@@ -237,3 +237,50 @@ def test_output_path_that_is_a_file(tmp_path):
     result = run("run", "--out", str(target), *overrides())
     assert result.exit_code == 2 and str(target) in result.output and "file" in result.output
     assert target.read_text() == "keep me"
+
+
+def test_control_conditions_add_their_own_images(tmp_path):
+    out = tmp_path / "run"
+    controls = '["real", "real-x2", "real+classic", "real+real"]'
+    result = run("run", "--out", str(out), *overrides([f"study.conditions={controls}", 'study.modalities=["thermal"]',
+                                                       "study.seeds=[0]"]))
+    assert result.exit_code == 0, result.output
+    assert not (out / "cyclegan").exists() and not (out / "ddpm").exists()  # no generator needed
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["modalities"]["thermal"]["conditions"]) == {"real", "real-x2", "real+classic", "real+real"}
+    manifests = [json.loads(p.read_text()) for p in (out / "mae").glob("*/manifest.json")]
+    assert {m["condition"]: m["n_images"] for m in manifests} == {"real": 48, "real-x2": 64, "real+classic": 64,
+                                                                  "real+real": 64}
+    from genaug.study.stages import extra_images, load_split
+
+    split = load_split(next((out / "split").iterdir()))
+    cfg = load_config(None, MICRO)
+
+    def extra(condition):
+        ctx = SimpleNamespace(cfg=cfg, inputs={}, params={"condition": condition})
+        return extra_images(ctx, split, "thermal")
+
+    real, pool = split["train"].thermal, split["pool"].thermal
+    assert extra("real") is None
+    assert torch.equal(extra("real-x2"), real[:16])  # the same images again
+    assert torch.equal(extra("real+real"), pool[:16])  # held-back real frames, in no MAE or test set
+    classic = extra("real+classic")
+    assert classic.shape == (16, 1, 32, 32) and not torch.equal(classic, real[:16])
+    assert torch.equal(classic, extra("real+classic"))  # seeded: the same set for every MAE seed
+
+
+def test_epoch_budget_gives_conditions_with_more_images_more_steps():
+    cfg = load_config(None, [*MICRO, "study.budget=epochs", "mae.epochs=4", "mae.batch_size=16",
+                             'study.conditions=["real", "real+gen", "real-x2"]'])
+    steps = {s.params["condition"]: s.work for s in make_plan(cfg) if s.stage == "mae"}
+    assert steps == {"real": 12, "real+gen:ddpm": 16, "real+gen:cyclegan": 16, "real-x2": 16}  # 4 x 48 / 16, 4 x 64 / 16
+    equal = {s.work for s in make_plan(load_config(None, MICRO)) if s.stage == "mae"}
+    assert equal == {60}  # budget "steps": the same for every condition
+
+
+def test_real_real_needs_enough_pool_frames():
+    from genaug.errors import UserError
+
+    with pytest.raises(UserError, match="real\\+real"):
+        load_config(None, [*MICRO, 'study.conditions=["real", "real+real"]', "study.n_synthetic=60",
+                           'study.modalities=["rgb"]'])

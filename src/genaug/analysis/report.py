@@ -85,14 +85,18 @@ def collect(run: RunData) -> tuple[dict, list[dict]]:
 
 def summarize(data: dict, run: RunData) -> dict:
     split = json.loads((run.path(run.of("split")[0]) / MANIFEST).read_text())
+    mae_runs = [json.loads((run.path(s) / MANIFEST).read_text()) for s in run.of("mae")]
     summary: dict = {"modalities": {}, "synthetic": {},
+                     "budget": mae_runs[0].get("budget", "steps") if mae_runs else "steps",
                      "data": {k: split[k] for k in ("counts", "available", "modalities", "skipped_missing_partner",
                                                     "leakage_check", "notes", "resize", "image_size")}}
+    steps = {(m["modality"], m["condition"]): m["steps"] for m in mae_runs}
     for modality, block in data.items():
         conditions = {}
         for condition, runs in block["conditions"].items():
             mse, psnr = seed_summary(runs["mse"]), seed_summary(runs["psnr"])
             entry = {"test_mse_mean": mse["mean"], "test_mse_std": mse["std"], "n_seeds": mse["n_seeds"],
+                     "train_steps": steps.get((modality, condition)),
                      "test_psnr_mean": psnr["mean"], "test_psnr_std": psnr["std"],
                      "beats_mean_predictor": bool(mse["mean"] < block["baseline"])}
             if condition != "real" and "real" in block["conditions"]:
@@ -154,8 +158,8 @@ def figure_losses(run: RunData, out: Path) -> list[tuple[Path, str]]:
     fig.tight_layout()
     fig.savefig(out / "mae_training_loss.png", dpi=110)
     plt.close(fig)
-    figures.append((out / "mae_training_loss.png", "MAE training loss per run (one line per seed; same step budget). Not comparable across "
-                    "conditions: real+gen's loss includes the synthetic images; compare the held-out table"))
+    figures.append((out / "mae_training_loss.png", "MAE training loss per run (one line per seed). Not comparable across "
+                    "conditions: a condition's loss includes its extra images; compare the held-out table"))
 
     generators = [s for s in run.generators() if s["stage"] != "chain"]  # a chain trains nothing
     if generators:
@@ -329,6 +333,15 @@ def data_lines(data: dict) -> list[str]:
     ]
 
 
+BUDGET_TEXT = {
+    "steps": "Conditions train for the same number of optimiser steps, so a condition with extra images sees "
+             "more distinct images, not more updates.",
+    "epochs": "CONFOUNDED BUDGET: conditions train for the same number of epochs (the seed paper's protocol), "
+              "so a condition with extra images also takes more optimiser steps; a difference may come from the "
+              "extra steps rather than from the images (real-x2, the same images repeated, measures that).",
+}
+
+
 def sections(summary: dict, figures: dict[str, list[tuple[Path, str]]], run: RunData) -> list[tuple]:
     header, rows = results_rows(summary)
     return [
@@ -336,8 +349,8 @@ def sections(summary: dict, figures: dict[str, list[tuple[Path, str]]], run: Run
         ("p", "Every MAE is evaluated on the same held-out real test images with the same fixed mask per "
               "image (derived from the image id and the evaluation seed). Errors are the mean squared "
               "error over masked pixels in [0, 1] pixel space; PSNR is the same error in decibels over "
-              "the full reconstruction (visible pixels as given, masked ones predicted). Conditions train "
-              "for the same number of optimiser steps. The training seed is the replicate: the 95 % "
+              "the full reconstruction (visible pixels as given, masked ones predicted). "
+              + BUDGET_TEXT[summary["budget"]] + " The training seed is the replicate: the 95 % "
               "interval of the relative change and its p-value come from Welch's t on per-seed test "
               "means, and decide the verdict. The Wilcoxon test over test images ignores seed-to-seed "
               "variation and is shown for reference only."),

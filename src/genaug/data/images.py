@@ -130,6 +130,23 @@ class BatchSampler:
         return batch
 
 
+def classic_augment(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """`n` classically augmented copies of uint8 (N, C, S, S) `images` (image i % N for copy i): flip,
+    random resized crop (area 0.5-1), colour jitter (RGB) or brightness/contrast jitter (1 channel).
+    The real+classic control: as many extra images as real+gen adds, made without a generator."""
+    import kornia.augmentation as K
+
+    side, channels = images.shape[-1], images.shape[1]
+    jitter = (K.ColorJitter(0.2, 0.2, 0.2, 0.05, p=0.8) if channels == 3
+              else K.ColorJitter(brightness=0.2, contrast=0.2, p=0.8))  # intensity only: thermal has no hue
+    pipeline = torch.nn.Sequential(K.RandomHorizontalFlip(), K.RandomResizedCrop((side, side), scale=(0.5, 1.0)),
+                                   jitter)
+    source = to_unit(images[torch.arange(n) % len(images)])
+    with torch.random.fork_rng(devices=[]):  # kornia draws from the global RNG: keep the caller's untouched
+        torch.manual_seed(seed)
+        return from_unit(pipeline(source).clamp(0, 1))
+
+
 # ------------------------------------------------------------------------------------- reading files
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")

@@ -47,6 +47,15 @@ def generator_steps(cfg: Config, name: str) -> int:
     return cfg.ddpm.total_steps(cfg.data.n_pool) if name == "ddpm" else getattr(cfg, name).steps
 
 
+def mae_steps(cfg: Config, condition: str) -> int:
+    """Optimiser steps of one MAE: mae.steps for every condition (budget "steps"), or mae.epochs passes
+    over the condition's own images (budget "epochs", the seed's: more images, more steps)."""
+    if cfg.study.budget == "steps":
+        return cfg.mae.steps
+    n_images = cfg.data.n_train + (0 if condition == "real" else cfg.study.n_synthetic)
+    return -(-cfg.mae.epochs * n_images // cfg.mae.batch_size)
+
+
 def make_plan(cfg: Config) -> list[Step]:
     data, study = cfg.data, cfg.study
     split = Step("split", "split", stage_key(FORMAT_VERSION, "split", cfg.seed, data), stages.run_split,
@@ -115,10 +124,14 @@ def make_plan(cfg: Config) -> list[Step]:
                 if synthetic is not None:
                     inputs["generator"] = synthetic
                     input_keys["generator"] = synthetic.key
+                steps = mae_steps(cfg, condition)
                 params = {"modality": modality, "condition": condition, "seed": seed}
+                # what the extra images of a control depend on: how many, and (real+classic) their seed
+                extra = {} if condition == "real" else {"n_extra": study.n_synthetic, "extra_seed": cfg.seed}
                 name = f"{modality}-{slug(condition)}-seed{seed}"
-                mae = Step("mae", name, stage_key(FORMAT_VERSION, "mae", cfg.mae, training, params, input_keys),
-                           stages.run_mae, inputs, params, work=cfg.mae.steps)
+                mae = Step("mae", name, stage_key(FORMAT_VERSION, "mae", cfg.mae, training, params, extra, steps,
+                                                  input_keys),
+                           stages.run_mae, inputs, {**params, "steps": steps}, work=steps)
                 maes.append(mae)
                 evals.append(Step("eval", name, stage_key(FORMAT_VERSION, "eval", eval_slice, mae.key),
                                   stages.run_eval, {"split": split, "mae": mae}, params,

@@ -210,18 +210,45 @@ def run_mae(ctx: Context) -> None:
     logging.disable_progress_bar()  # the stage's own bar is the one to watch
 
     modality, condition, seed = ctx.params["modality"], ctx.params["condition"], ctx.params["seed"]
-    real = load_split(ctx.inputs["split"])["train"].modality(modality)
-    images = real
-    if "generator" in ctx.inputs:  # real+gen:<generator>
-        images = torch.cat([real, load_synthetic(ctx.inputs["generator"])])
+    split = load_split(ctx.inputs["split"])
+    real = split["train"].modality(modality)
+    extra = extra_images(ctx, split, modality)
+    images = real if extra is None else torch.cat([real, extra])
     # Normalisation from the real training images, identical for every condition of a modality, so
     # the conditions differ in their training data and nothing else.
     normalizer = mae.Normalizer.fit(real)
-    model, history = mae.train(ctx.cfg.mae, images, normalizer, seed, ctx.trainer(ctx.cfg.mae.steps, "log.jsonl"))
+    steps = ctx.params.get("steps", ctx.cfg.mae.steps)
+    cfg = ctx.cfg.mae.model_copy(update={"steps": steps})
+    model, history = mae.train(cfg, images, normalizer, seed, ctx.trainer(steps, "log.jsonl"))
     model.save_pretrained(ctx.out / "model")
     normalizer.save(ctx.out / "model", ctx.cfg.data.image_size)
     ctx.manifest.update(modality=modality, condition=condition, seed=seed, n_images=len(images),
-                        n_real=len(real), steps=ctx.cfg.mae.steps, final_loss=history[-1]["loss"])
+                        n_real=len(real), steps=steps, budget=ctx.cfg.study.budget, final_loss=history[-1]["loss"])
+
+
+def extra_images(ctx: Context, split: dict[str, Frames], modality: str) -> torch.Tensor | None:
+    """What a condition adds to the real training images (uint8), or None for `real`.
+
+    real+gen:<name>  that generator's synthetic set
+    real-x2          the real images again, to the same count: more steps on the same data, not new data
+    real+classic     classically augmented copies of the real images (flips, crops, jitter), seeded
+    real+real        held-back real frames (the generator pool's): what more real data would give
+    """
+    condition, n = ctx.params["condition"], ctx.cfg.study.n_synthetic
+    real = split["train"].modality(modality)
+    if condition == "real":
+        return None
+    if "generator" in ctx.inputs:
+        return load_synthetic(ctx.inputs["generator"])
+    if condition == "real-x2":
+        return real[torch.arange(n) % len(real)]
+    if condition == "real+classic":
+        from genaug.data.images import classic_augment
+
+        return classic_augment(real, n, ctx.cfg.seed)
+    if condition == "real+real":
+        return split["pool"].modality(modality)[:n]
+    raise ValueError(f"unknown condition {condition}")
 
 
 # ------------------------------------------------------------------------------------------- evaluation
