@@ -25,8 +25,10 @@ from genaug.errors import UserError
 Modality = Literal["rgb", "thermal"]
 # real+gen: one condition per configured generator (real+gen:<name>). The controls: real-x2 repeats the
 # real images to the real+gen count; real+classic adds as many classically augmented copies; real+real
-# adds as many held-back real frames (the generator pool's): the upper bound.
-Condition = Literal["real", "real+gen", "real-x2", "real+classic", "real+real"]
+# adds as many held-back real frames (the generator pool's): the upper bound and the positive control;
+# real+noise adds noise images with the real set's per-channel mean and std: the negative control;
+# real-aa trains on the real images again with other seeds: the A/A check, which must not differ.
+Condition = Literal["real", "real+gen", "real-x2", "real+classic", "real+real", "real+noise", "real-aa"]
 
 
 class Strict(BaseModel):

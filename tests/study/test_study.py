@@ -241,16 +241,18 @@ def test_output_path_that_is_a_file(tmp_path):
 
 def test_control_conditions_add_their_own_images(tmp_path):
     out = tmp_path / "run"
-    controls = '["real", "real-x2", "real+classic", "real+real"]'
+    controls = '["real", "real-x2", "real+classic", "real+real", "real+noise", "real-aa"]'
     result = run("run", "--out", str(out), *overrides([f"study.conditions={controls}", 'study.modalities=["thermal"]',
                                                        "study.seeds=[0]"]))
     assert result.exit_code == 0, result.output
     assert not (out / "cyclegan").exists() and not (out / "ddpm").exists()  # no generator needed
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["modalities"]["thermal"]["conditions"]) == {"real", "real-x2", "real+classic", "real+real"}
-    manifests = [json.loads(p.read_text()) for p in (out / "mae").glob("*/manifest.json")]
-    assert {m["condition"]: m["n_images"] for m in manifests} == {"real": 48, "real-x2": 64, "real+classic": 64,
-                                                                  "real+real": 64}
+    assert set(summary["modalities"]["thermal"]["conditions"]) == {"real", "real-x2", "real+classic", "real+real",
+                                                                   "real+noise", "real-aa"}
+    manifests = {m["condition"]: m for m in (json.loads(p.read_text()) for p in (out / "mae").glob("*/manifest.json"))}
+    assert {c: m["n_images"] for c, m in manifests.items()} == {"real": 48, "real-x2": 64, "real+classic": 64,
+                                                                "real+real": 64, "real+noise": 64, "real-aa": 48}
+    assert manifests["real-aa"]["seed"] != manifests["real"]["seed"]  # A/A: same data, other seeds
     from genaug.study.stages import extra_images, load_split
 
     split = load_split(next((out / "split").iterdir()))
@@ -267,6 +269,10 @@ def test_control_conditions_add_their_own_images(tmp_path):
     classic = extra("real+classic")
     assert classic.shape == (16, 1, 32, 32) and not torch.equal(classic, real[:16])
     assert torch.equal(classic, extra("real+classic"))  # seeded: the same set for every MAE seed
+    noise = extra("real+noise").float() / 255
+    unit = real.float() / 255
+    assert abs(noise.mean() - unit.mean()) < 0.02 and abs(noise.std() - unit.std()) < 0.03
+    assert extra("real-aa") is None
 
 
 def test_epoch_budget_gives_conditions_with_more_images_more_steps():

@@ -52,7 +52,7 @@ def mae_steps(cfg: Config, condition: str) -> int:
     over the condition's own images (budget "epochs", the seed's: more images, more steps)."""
     if cfg.study.budget == "steps":
         return cfg.mae.steps
-    n_images = cfg.data.n_train + (0 if condition == "real" else cfg.study.n_synthetic)
+    n_images = cfg.data.n_train + (0 if condition in ("real", "real-aa") else cfg.study.n_synthetic)
     return -(-cfg.mae.epochs * n_images // cfg.mae.batch_size)
 
 
@@ -127,7 +127,8 @@ def make_plan(cfg: Config) -> list[Step]:
                 steps = mae_steps(cfg, condition)
                 params = {"modality": modality, "condition": condition, "seed": seed}
                 # what the extra images of a control depend on: how many, and (real+classic) their seed
-                extra = {} if condition == "real" else {"n_extra": study.n_synthetic, "extra_seed": cfg.seed}
+                extra = ({} if condition in ("real", "real-aa") else
+                         {"n_extra": study.n_synthetic, "extra_seed": cfg.seed})
                 name = f"{modality}-{slug(condition)}-seed{seed}"
                 mae = Step("mae", name, stage_key(FORMAT_VERSION, "mae", cfg.mae, training, params, extra, steps,
                                                   input_keys),

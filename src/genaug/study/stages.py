@@ -210,6 +210,8 @@ def run_mae(ctx: Context) -> None:
     logging.disable_progress_bar()  # the stage's own bar is the one to watch
 
     modality, condition, seed = ctx.params["modality"], ctx.params["condition"], ctx.params["seed"]
+    if condition == "real-aa":  # the A/A check: identical to real but for the seeds
+        seed += AA_SEED_OFFSET
     split = load_split(ctx.inputs["split"])
     real = split["train"].modality(modality)
     extra = extra_images(ctx, split, modality)
@@ -226,6 +228,9 @@ def run_mae(ctx: Context) -> None:
                         n_real=len(real), steps=steps, budget=ctx.cfg.study.budget, final_loss=history[-1]["loss"])
 
 
+AA_SEED_OFFSET = 1_000_003  # real-aa seed s trains with s + this: independent of every real seed
+
+
 def extra_images(ctx: Context, split: dict[str, Frames], modality: str) -> torch.Tensor | None:
     """What a condition adds to the real training images (uint8), or None for `real`.
 
@@ -233,10 +238,12 @@ def extra_images(ctx: Context, split: dict[str, Frames], modality: str) -> torch
     real-x2          the real images again, to the same count: more steps on the same data, not new data
     real+classic     classically augmented copies of the real images (flips, crops, jitter), seeded
     real+real        held-back real frames (the generator pool's): what more real data would give
+    real+noise       Gaussian noise images with the real set's per-channel mean and std: must not help
+    real-aa          nothing: the real images again, trained with other seeds (the A/A check)
     """
     condition, n = ctx.params["condition"], ctx.cfg.study.n_synthetic
     real = split["train"].modality(modality)
-    if condition == "real":
+    if condition in ("real", "real-aa"):
         return None
     if "generator" in ctx.inputs:
         return load_synthetic(ctx.inputs["generator"])
@@ -248,6 +255,11 @@ def extra_images(ctx: Context, split: dict[str, Frames], modality: str) -> torch
         return classic_augment(real, n, ctx.cfg.seed)
     if condition == "real+real":
         return split["pool"].modality(modality)[:n]
+    if condition == "real+noise":
+        unit = to_unit(real)
+        mean, std = unit.mean(dim=(0, 2, 3)).view(1, -1, 1, 1), unit.std(dim=(0, 2, 3)).view(1, -1, 1, 1)
+        generator = torch.Generator().manual_seed(ctx.cfg.seed)
+        return from_unit(mean + std * torch.randn((n, *real.shape[1:]), generator=generator))
     raise ValueError(f"unknown condition {condition}")
 
 
