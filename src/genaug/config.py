@@ -271,6 +271,9 @@ class StudyConfig(Strict):
     seeds: list[Seed] = Field([0, 1, 2], min_length=1)
     n_synthetic: int = Field(200, ge=1, description="images added in real+gen (and in real-x2, real+classic, "
                              "real+real)")
+    ratios: list[Annotated[float, Field(gt=0)]] = Field(
+        [], description="ratio sweep: extra:real ratios, e.g. [0.5, 1, 2, 4]; every condition that adds images "
+        "is also trained with round(ratio x data.n_train) of them, as <condition>@<ratio> (ratio 0 is real)")
     budget: Literal["steps", "epochs"] = Field(
         "steps", description="steps: every condition trains mae.steps steps (more images, not more steps); "
         "epochs: mae.epochs passes (the seed's protocol: conditions with more images train longer)")
@@ -334,6 +337,12 @@ class Config(Strict):
                             ("study.seeds", study.seeds)):
             if len(set(values)) != len(values):
                 raise ValueError(f"{key} = {values} repeats an entry; list each once")
+        if len(set(study.ratios)) != len(study.ratios):
+            raise ValueError(f"study.ratios = {study.ratios} repeats an entry; list each once")
+        if study.ratios and round(max(study.ratios) * d.n_train) > study.n_synthetic:
+            raise ValueError(f"study.ratios up to {max(study.ratios)} need round({max(study.ratios)} x data.n_train) = "
+                             f"{round(max(study.ratios) * d.n_train)} extra images, but study.n_synthetic = "
+                             f"{study.n_synthetic} are made; raise n_synthetic or lower the ratios")
         others = [c for c in study.conditions if c != "real"]
         if others and "real" not in study.conditions:
             raise ValueError(f"study.conditions has {others[0]} without real: every condition is compared "

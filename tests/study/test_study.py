@@ -290,3 +290,17 @@ def test_real_real_needs_enough_pool_frames():
     with pytest.raises(UserError, match="real\\+real"):
         load_config(None, [*MICRO, 'study.conditions=["real", "real+real"]', "study.n_synthetic=60",
                            'study.modalities=["rgb"]'])
+
+
+def test_ratio_sweep_adds_a_condition_per_ratio_with_that_many_images():
+    cfg = load_config(None, [*MICRO, "study.n_synthetic=48", "study.ratios=[0.25, 1]",
+                             'study.conditions=["real", "real+gen", "real-aa", "real+real"]'])
+    extra = {(s.params["modality"], s.params["condition"]): s.params["n_extra"]
+             for s in make_plan(cfg) if s.stage == "mae"}
+    assert extra[("thermal", "real+gen:cyclegan")] == 48 and extra[("thermal", "real+gen:cyclegan@0.25")] == 12
+    assert extra[("rgb", "real+real@1")] == 48 and extra[("rgb", "real")] == 0
+    assert ("rgb", "real-aa@1") not in extra and ("rgb", "real@1") not in extra  # nothing to add: no sweep
+    from genaug.errors import UserError
+
+    with pytest.raises(UserError, match="study.ratios"):
+        load_config(None, [*MICRO, "study.ratios=[2]"])  # 96 extra images, but 16 are made

@@ -91,12 +91,13 @@ def summarize(data: dict, run: RunData) -> dict:
                      "data": {k: split[k] for k in ("counts", "available", "modalities", "skipped_missing_partner",
                                                     "leakage_check", "notes", "resize", "image_size")}}
     steps = {(m["modality"], m["condition"]): m["steps"] for m in mae_runs}
+    n_extra = {(m["modality"], m["condition"]): m["n_images"] - m["n_real"] for m in mae_runs}
     for modality, block in data.items():
         conditions = {}
         for condition, runs in block["conditions"].items():
             mse, psnr = seed_summary(runs["mse"]), seed_summary(runs["psnr"])
             entry = {"test_mse_mean": mse["mean"], "test_mse_std": mse["std"], "n_seeds": mse["n_seeds"],
-                     "train_steps": steps.get((modality, condition)),
+                     "train_steps": steps.get((modality, condition)), "n_extra": n_extra.get((modality, condition)),
                      "test_psnr_mean": psnr["mean"], "test_psnr_std": psnr["std"],
                      "beats_mean_predictor": bool(mse["mean"] < block["baseline"])}
             if condition != "real" and "real" in block["conditions"]:
@@ -175,6 +176,42 @@ def figure_losses(run: RunData, out: Path) -> list[tuple[Path, str]]:
         plt.close(fig)
         figures.append((out / "generator_training_loss.png", "Generator training losses"))
     return figures
+
+
+def figure_sweep(summary: dict, out: Path) -> list[tuple[Path, str]]:
+    """Relative change vs real (95 % interval) against the extra:real ratio, one line per condition that
+    adds images, when the study swept ratios (conditions named <condition>@<ratio>)."""
+    swept = {m: block for m, block in summary["modalities"].items() if any("@" in c for c in block["conditions"])}
+    if not swept:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_train = summary["data"]["counts"]["train"]
+    fig, axes = plt.subplots(1, len(swept), figsize=(5.5 * len(swept), 3.8), squeeze=False)
+    for ax, (modality, block) in zip(axes[0], swept.items()):
+        lines: dict[str, list[tuple[float, float, list | None]]] = {}
+        for condition, c in block["conditions"].items():
+            base = condition.split("@")[0]
+            if c.get("n_extra") and "rel_change_vs_real" in c:
+                lines.setdefault(base, []).append((c["n_extra"] / n_train, c["rel_change_vs_real"], c.get("ci95")))
+        for i, (base, points) in enumerate(sorted(lines.items())):
+            points = sorted([(0.0, 0.0, None), *points])
+            x, y = [p[0] for p in points], [100 * p[1] for p in points]
+            low = [0 if p[2] is None else 100 * (p[1] - p[2][0]) for p in points]
+            high = [0 if p[2] is None else 100 * (p[2][1] - p[1]) for p in points]
+            ax.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, color=f"C{i}", label=base)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set(title=f"{modality}: change in held-out MSE vs real", xlabel="extra images : real images",
+               ylabel="% change (95 % CI); below 0 = better")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "ratio_sweep.png", dpi=110)
+    plt.close(fig)
+    return [(out / "ratio_sweep.png", "Ratio sweep: each condition that adds images, trained with more or fewer of "
+             "them (0 = real itself); points are relative changes in held-out masked MSE with 95 % intervals")]
 
 
 def figure_samples(run: RunData, out: Path, n: int = 16) -> list[tuple[Path, str]]:
@@ -361,7 +398,7 @@ def sections(summary: dict, figures: dict[str, list[tuple[Path, str]]], run: Run
         ("h2", "Results"),
         ("table", header, rows),
         *quality_blocks(summary),
-        *[block for title, group in figures.items() for block in
+        *[block for title, group in figures.items() if group for block in
           [("h2", title), *(("img", path, caption) for path, caption in group)]],
         ("h2", "Configuration"),
         ("pre", run.config_text),
@@ -425,6 +462,7 @@ def build_report(run_dir: Path) -> dict:
     figures_dir = run.root / "figures"
     figures_dir.mkdir(exist_ok=True)
     figures = {
+        "Ratio sweep": figure_sweep(summary, figures_dir),
         "Synthetic images": figure_samples(run, figures_dir),
         "Reconstructions": figure_reconstructions(run, data, figures_dir),
         "Training": figure_losses(run, figures_dir),

@@ -47,13 +47,15 @@ def generator_steps(cfg: Config, name: str) -> int:
     return cfg.ddpm.total_steps(cfg.data.n_pool) if name == "ddpm" else getattr(cfg, name).steps
 
 
-def mae_steps(cfg: Config, condition: str) -> int:
+NO_EXTRA = ("real", "real-aa")  # the conditions that add no images to the real ones
+
+
+def mae_steps(cfg: Config, n_extra: int) -> int:
     """Optimiser steps of one MAE: mae.steps for every condition (budget "steps"), or mae.epochs passes
-    over the condition's own images (budget "epochs", the seed's: more images, more steps)."""
+    over the condition's own images, real + n_extra (budget "epochs", the seed's: more images, more steps)."""
     if cfg.study.budget == "steps":
         return cfg.mae.steps
-    n_images = cfg.data.n_train + (0 if condition in ("real", "real-aa") else cfg.study.n_synthetic)
-    return -(-cfg.mae.epochs * n_images // cfg.mae.batch_size)
+    return -(-cfg.mae.epochs * (cfg.data.n_train + n_extra) // cfg.mae.batch_size)
 
 
 def make_plan(cfg: Config) -> list[Step]:
@@ -96,15 +98,18 @@ def make_plan(cfg: Config) -> list[Step]:
         generators[name] = step
         return step
 
-    conditions: dict[str, list[tuple[str, Step | None]]] = {}  # modality -> [(condition, synthetic set)]
+    # modality -> [(condition, synthetic set or None, extra images)]; the ratio sweep adds <condition>@<r>
+    conditions: dict[str, list[tuple[str, Step | None, int]]] = {}
     for modality in study.modalities:
-        conditions[modality] = []
+        base: list[tuple[str, Step | None]] = []
         for condition in study.conditions:
             if condition == "real+gen":
-                conditions[modality] += [(f"real+gen:{name}", generator_step(name))
-                                         for name in getattr(study.generators, modality)]
+                base += [(f"real+gen:{name}", generator_step(name)) for name in getattr(study.generators, modality)]
             else:
-                conditions[modality].append((condition, None))
+                base.append((condition, None))
+        conditions[modality] = [(c, g, 0 if c in NO_EXTRA else study.n_synthetic) for c, g in base]
+        conditions[modality] += [(f"{c}@{r:g}", g, round(r * data.n_train)) for r in study.ratios
+                                 for c, g in base if c not in NO_EXTRA]
     plan += generators.values()
 
     eval_slice = cfg.eval.model_dump(exclude={"batch_size"})  # batch size changes no result
@@ -117,22 +122,21 @@ def make_plan(cfg: Config) -> list[Step]:
             stages.run_eval, {"split": split}, {"modality": modality, "condition": "mean-predictor"},
             work=data.n_test, unit="images",
         ))
-        for condition, synthetic in conditions[modality]:
+        for condition, synthetic, n_extra in conditions[modality]:
             for seed in study.seeds:
                 inputs = {"split": split}
                 input_keys = {"split": train_test_key}
                 if synthetic is not None:
                     inputs["generator"] = synthetic
                     input_keys["generator"] = synthetic.key
-                steps = mae_steps(cfg, condition)
+                steps = mae_steps(cfg, n_extra)
                 params = {"modality": modality, "condition": condition, "seed": seed}
-                # what the extra images of a control depend on: how many, and (real+classic) their seed
-                extra = ({} if condition in ("real", "real-aa") else
-                         {"n_extra": study.n_synthetic, "extra_seed": cfg.seed})
+                # what the extra images depend on beyond the inputs: how many, and their seed (classic, noise)
+                extra = {"n_extra": n_extra, "extra_seed": cfg.seed} if n_extra else {}
                 name = f"{modality}-{slug(condition)}-seed{seed}"
                 mae = Step("mae", name, stage_key(FORMAT_VERSION, "mae", cfg.mae, training, params, extra, steps,
                                                   input_keys),
-                           stages.run_mae, inputs, {**params, "steps": steps}, work=steps)
+                           stages.run_mae, inputs, {**params, "steps": steps, "n_extra": n_extra}, work=steps)
                 maes.append(mae)
                 evals.append(Step("eval", name, stage_key(FORMAT_VERSION, "eval", eval_slice, mae.key),
                                   stages.run_eval, {"split": split, "mae": mae}, params,

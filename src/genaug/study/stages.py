@@ -232,7 +232,8 @@ AA_SEED_OFFSET = 1_000_003  # real-aa seed s trains with s + this: independent o
 
 
 def extra_images(ctx: Context, split: dict[str, Frames], modality: str) -> torch.Tensor | None:
-    """What a condition adds to the real training images (uint8), or None for `real`.
+    """What a condition adds to the real training images (uint8), or None for `real`: `n_extra` images
+    (study.n_synthetic, or round(ratio x n_train) for a ratio-sweep condition `<condition>@<ratio>`).
 
     real+gen:<name>  that generator's synthetic set
     real-x2          the real images again, to the same count: more steps on the same data, not new data
@@ -241,12 +242,12 @@ def extra_images(ctx: Context, split: dict[str, Frames], modality: str) -> torch
     real+noise       Gaussian noise images with the real set's per-channel mean and std: must not help
     real-aa          nothing: the real images again, trained with other seeds (the A/A check)
     """
-    condition, n = ctx.params["condition"], ctx.cfg.study.n_synthetic
+    condition, n = ctx.params["condition"].split("@")[0], ctx.params.get("n_extra", ctx.cfg.study.n_synthetic)
     real = split["train"].modality(modality)
     if condition in ("real", "real-aa"):
         return None
     if "generator" in ctx.inputs:
-        return load_synthetic(ctx.inputs["generator"])
+        return load_synthetic(ctx.inputs["generator"])[:n]
     if condition == "real-x2":
         return real[torch.arange(n) % len(real)]
     if condition == "real+classic":
