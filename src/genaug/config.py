@@ -231,8 +231,9 @@ class MAEConfig(Strict):
                       "a hub id such as facebook/vit-mae-base (must be on this machine) or a local folder")
     norm_pix_loss: bool = Field(False, description="train on per-patch normalised pixel targets (MAE paper); "
                                 "applied to scratch and pretrained models alike")
-    preset: Literal["micro", "tiny", "small", "base"] = "tiny"
-    patch_size: int = Field(4, ge=1)
+    preset: Literal["micro", "tiny", "small", "base"] = Field("tiny", description="scratch architecture "
+                                                              "(ignored for pretrained weights)")
+    patch_size: int = Field(4, ge=1, description="scratch patch side (pretrained: the model's own)")
     mask_ratio: float = Field(0.75, gt=0, lt=1)
     steps: int = Field(1500, ge=1, description="optimiser steps, equal for every condition "
                        "(study.budget = 'steps')")
@@ -330,7 +331,7 @@ class Config(Strict):
                 f"data.n_pool + data.n_train + data.n_test = {needed} is larger than the source "
                 f"(data.scenes.n_frames = {d.scenes.n_frames}); lower them or raise n_frames"
             )
-        if d.image_size % self.mae.patch_size:
+        if self.mae.init == "scratch" and d.image_size % self.mae.patch_size:  # pretrained: genaug.mae checks
             raise ValueError(f"mae.patch_size = {self.mae.patch_size} does not divide data.image_size = "
                              f"{d.image_size}; choose sizes where it does")
         for key, values in (("study.modalities", study.modalities), ("study.conditions", study.conditions),

@@ -304,3 +304,33 @@ def test_ratio_sweep_adds_a_condition_per_ratio_with_that_many_images():
 
     with pytest.raises(UserError, match="study.ratios"):
         load_config(None, [*MICRO, "study.ratios=[2]"])  # 96 extra images, but 16 are made
+
+
+@pytest.mark.parametrize("norm_pix_loss", [False, True])
+def test_pretrained_mae_init_runs_with_its_own_normalisation(tmp_path, norm_pix_loss):
+    from transformers import ViTImageProcessor, ViTMAEConfig, ViTMAEForPreTraining
+
+    weights = tmp_path / "tiny-mae"
+    config = ViTMAEConfig(image_size=32, patch_size=8, num_channels=1, hidden_size=32, num_hidden_layers=1,
+                          num_attention_heads=2, intermediate_size=64, decoder_hidden_size=32,
+                          decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=64)
+    ViTMAEForPreTraining(config).save_pretrained(weights)
+    ViTImageProcessor(image_mean=[0.3], image_std=[0.2]).save_pretrained(weights)
+    out = tmp_path / "run"
+    result = run("run", "--out", str(out), *overrides([
+        f"mae.init={weights}", f"mae.norm_pix_loss={str(norm_pix_loss).lower()}", 'study.modalities=["thermal"]',
+        'study.conditions=["real"]', "study.seeds=[0]", "mae.steps=10"]))
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(next((out / "mae").glob("*/manifest.json")).read_text())
+    assert manifest["init"] == str(weights) and manifest["norm_pix_loss"] is norm_pix_loss
+    model_dir = next((out / "mae").glob("thermal-real-seed0-*")) / "model"
+    assert list(ViTImageProcessor.from_pretrained(model_dir).image_mean) == pytest.approx([0.3])  # not refitted
+    floor = json.loads(next((out / "eval").glob("thermal-mean-predictor-*/manifest.json")).read_text())["floor"]
+    assert floor == ("true patch means (norm_pix_loss)" if norm_pix_loss else "training-set mean")
+
+
+def test_missing_pretrained_mae_fails_before_anything_is_written(tmp_path):
+    out = tmp_path / "run"
+    result = run("run", "--out", str(out), *overrides(["mae.init=genaug-tests/no-such-mae"]))
+    assert result.exit_code == 2 and "mae.init = 'genaug-tests/no-such-mae'" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()

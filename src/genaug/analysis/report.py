@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genaug.analysis.stats import compare, seed_summary
+from genaug.analysis.stats import compare, holm, seed_summary, verdict
 from genaug.errors import UserError
 from genaug.study.store import MANIFEST, write_json_atomic, write_text_atomic
 
@@ -67,6 +67,7 @@ def collect(run: RunData) -> tuple[dict, list[dict]]:
             raise AssertionError(f"{step['folder']}: evaluated on different test images than its modality")
         if p["condition"] == "mean-predictor":
             block["baseline"] = table["masked_mse"].mean()
+            block["floor"] = json.loads((run.path(step) / MANIFEST).read_text()).get("floor", "training-set mean")
             continue
         runs = block["conditions"].setdefault(p["condition"], {"mse": [], "psnr": [], "seeds": [], "eval": []})
         runs["mse"].append(table["masked_mse"])
@@ -105,9 +106,18 @@ def summarize(data: dict, run: RunData) -> dict:
             conditions[condition] = entry
         summary["modalities"][modality] = {
             "baseline_mean_predictor_mse": float(block["baseline"]),
+            "floor": block.get("floor", "training-set mean"),
             "n_test_images": int(len(block["ids"])),
             "conditions": conditions,
         }
+    # Holm across every comparison of the study (all modalities), on the seed-aware p; then the verdict.
+    entries = {(m, c): e for m, block in summary["modalities"].items() for c, e in block["conditions"].items()
+               if "p_value" in e}
+    adjusted = holm({key: e["p_value"] for key, e in entries.items()})
+    for key, e in entries.items():
+        e["p_holm"] = adjusted[key]
+        e["verdict"] = (verdict(e["rel_change_vs_real"], e["ci95"], e["p_holm"]) if e["ci_covers_seed_variation"]
+                        else "no verdict: one seed")
     for step in run.generators():
         manifest = json.loads((run.path(step) / MANIFEST).read_text())
         quality = {"fidelity": manifest["fidelity"], "fidelity_real_train": manifest["fidelity_real_train"]}
@@ -273,51 +283,49 @@ def mean_std(mean: float, std: float | None, digits: int) -> str:
 
 def results_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     header = ["modality", "condition", "seeds", "test MSE (mean ± std)", "PSNR dB", "vs real", "95% CI",
-              "p (Welch, seeds)", "p (Wilcoxon, images)", "beats mean predictor"]
+              "p", "p (Holm)", "verdict", "p (Wilcoxon, images; reference)", "beats floor"]
     rows = []
     for modality, block in summary["modalities"].items():
         for condition, c in block["conditions"].items():
             rel, ci = c.get("rel_change_vs_real"), c.get("ci95")
-            p, p_images = c.get("p_value"), c.get("wilcoxon_p_images")
+            fmt = lambda key: "—" if c.get(key) is None else f"{c[key]:.3g}"
             rows.append([
                 modality, condition, str(c["n_seeds"]), mean_std(c["test_mse_mean"], c["test_mse_std"], 5),
                 mean_std(c["test_psnr_mean"], c["test_psnr_std"], 2),
                 "—" if rel is None else f"{rel:+.1%}", "—" if ci is None else f"[{ci[0]:+.1%}, {ci[1]:+.1%}]",
-                "—" if p is None else f"{p:.3g}", "—" if p_images is None else f"{p_images:.3g}",
+                fmt("p_value"), fmt("p_holm"), c.get("verdict", "—"), fmt("wilcoxon_p_images"),
                 "yes" if c["beats_mean_predictor"] else "NO",
             ])
-        rows.append([modality, "mean predictor (floor)", "—", f"{block['baseline_mean_predictor_mse']:.5f}",
-                     *["—"] * 6])
+        rows.append([modality, f"floor: {block['floor']}", "—", f"{block['baseline_mean_predictor_mse']:.5f}",
+                     *["—"] * 8])
     return header, rows
 
 
 def verdicts(summary: dict) -> list[str]:
+    words = {"improvement": "lowers the held-out error (an improvement)",
+             "harm": "raises the held-out error (harm)",
+             "no detectable difference": "no detectable difference in the held-out error"}
     lines = []
     for modality, block in summary["modalities"].items():
         for condition, c in block["conditions"].items():
             if condition == "real":
                 continue
             shape = f"{c['n_seeds']} seeds × {block['n_test_images']} test images"
-            if c["ci95"] is None:
-                lines.append(f"{modality}, {condition}: {c['rel_change_vs_real']:+.1%} vs real, but with one "
-                             f"seed there is no interval ({shape}); run at least 3 seeds for a verdict.")
-                continue
             low, high = c["ci95"]
-            if high < 0:
-                word = "lowers the held-out error (an improvement)"
-            elif low > 0:
-                word = "raises the held-out error (harm)"
-            else:
-                word = "changes the held-out error by an amount the 95 % interval cannot tell from zero"
-            lines.append(f"{modality}, {condition}: {word}: {c['rel_change_vs_real']:+.1%} "
-                         f"[{low:+.1%}, {high:+.1%}], p = {c['p_value']:.3g}, {shape}.")
+            if not c["ci_covers_seed_variation"]:
+                lines.append(f"{modality}, {condition}: {c['rel_change_vs_real']:+.1%} vs real, but with one "
+                             f"seed the interval [{low:+.1%}, {high:+.1%}] ignores seed-to-seed variation "
+                             f"({shape}); run at least 3 seeds for a verdict.")
+                continue
+            lines.append(f"{modality}, {condition}: {words[c['verdict']]}: {c['rel_change_vs_real']:+.1%} "
+                         f"[{low:+.1%}, {high:+.1%}], p = {c['p_value']:.3g} (Holm {c['p_holm']:.3g}), {shape}.")
         failed = [k for k, c in block["conditions"].items() if not c["beats_mean_predictor"]]
         if failed:
-            lines.append(f"WARNING {modality}: {', '.join(failed)} did not beat the mean predictor; "
+            lines.append(f"WARNING {modality}: {', '.join(failed)} did not beat the floor ({block['floor']}); "
                          "the MAEs have not learned enough for a comparison (train longer).")
     if any(c["n_seeds"] < 3 for block in summary["modalities"].values() for c in block["conditions"].values()):
-        lines.append("With fewer than 3 seeds per condition the intervals are very wide or missing: "
-                     "treat this as a smoke test, not a finding.")
+        lines.append("With fewer than 3 seeds per condition the intervals are very wide or ignore seed "
+                     "variation: treat this as a smoke test, not a finding.")
     return lines
 
 
@@ -387,10 +395,12 @@ def sections(summary: dict, figures: dict[str, list[tuple[Path, str]]], run: Run
               "image (derived from the image id and the evaluation seed). Errors are the mean squared "
               "error over masked pixels in [0, 1] pixel space; PSNR is the same error in decibels over "
               "the full reconstruction (visible pixels as given, masked ones predicted). "
-              + BUDGET_TEXT[summary["budget"]] + " The training seed is the replicate: the 95 % "
-              "interval of the relative change and its p-value come from Welch's t on per-seed test "
-              "means, and decide the verdict. The Wilcoxon test over test images ignores seed-to-seed "
-              "variation and is shown for reference only."),
+              + BUDGET_TEXT[summary["budget"]] + " The 95 % interval of each relative change comes from "
+              "a hierarchical paired bootstrap (test images resampled alike for both conditions, training "
+              "seeds resampled within each, small-seed corrected); its p-value is Holm-corrected across "
+              "every comparison in the study. A verdict of improvement or harm needs the whole interval "
+              "on one side of zero and a Holm p below 0.05. The Wilcoxon test over test images ignores "
+              "seed-to-seed variation and is shown for reference only."),
         ("h2", "Verdict"),
         ("ul", verdicts(summary)),
         ("h2", "Data"),

@@ -113,7 +113,14 @@ def make_plan(cfg: Config) -> list[Step]:
     plan += generators.values()
 
     eval_slice = cfg.eval.model_dump(exclude={"batch_size"})  # batch size changes no result
-    mask_slice = {"patch_size": cfg.mae.patch_size, "mask_ratio": cfg.mae.mask_ratio}
+    from genaug import mae as mae_lib
+
+    # Before anything runs: a pretrained init must be on this machine and fit the images.
+    for modality in study.modalities:
+        mae_lib.check_init(cfg.mae, data.image_size, 3 if modality == "rgb" else data.thermal_channels)
+    # Pretrained weights enter the MAE keys by their resolved folder (a hub snapshot's commit hash).
+    weights = "scratch" if cfg.mae.init == mae_lib.SCRATCH else str(mae_lib.locate(cfg.mae.init).resolve())
+    mask_slice = {"patch_size": mae_lib.patch_size(cfg.mae), "mask_ratio": cfg.mae.mask_ratio}
     maes, evals = [], []
     for modality in study.modalities:
         evals.append(Step(
@@ -134,8 +141,8 @@ def make_plan(cfg: Config) -> list[Step]:
                 # what the extra images depend on beyond the inputs: how many, and their seed (classic, noise)
                 extra = {"n_extra": n_extra, "extra_seed": cfg.seed} if n_extra else {}
                 name = f"{modality}-{slug(condition)}-seed{seed}"
-                mae = Step("mae", name, stage_key(FORMAT_VERSION, "mae", cfg.mae, training, params, extra, steps,
-                                                  input_keys),
+                mae = Step("mae", name, stage_key(FORMAT_VERSION, "mae", cfg.mae, weights, training, params, extra,
+                                                  steps, input_keys),
                            stages.run_mae, inputs, {**params, "steps": steps, "n_extra": n_extra}, work=steps)
                 maes.append(mae)
                 evals.append(Step("eval", name, stage_key(FORMAT_VERSION, "eval", eval_slice, mae.key),

@@ -33,9 +33,9 @@ def run_study(cfg: Config, run_dir: Path, console: Console | None = None) -> Pat
     """Build every missing stage output of `cfg` under `run_dir`, then the report. -> run_dir."""
     console = console or Console()
     started = time.time()
+    plan = make_plan(cfg)  # first: a plan that cannot run (a missing pretrained model) leaves no run directory
     store = Store(run_dir)
     set_threads(cfg.runtime)
-    plan = make_plan(cfg)
     console.print(plan_table(plan, store))
     todo = [step for step in plan if not store.is_complete(store.root / step.folder)]
 

@@ -216,16 +216,18 @@ def run_mae(ctx: Context) -> None:
     real = split["train"].modality(modality)
     extra = extra_images(ctx, split, modality)
     images = real if extra is None else torch.cat([real, extra])
-    # Normalisation from the real training images, identical for every condition of a modality, so
-    # the conditions differ in their training data and nothing else.
-    normalizer = mae.Normalizer.fit(real)
+    # Scratch: normalisation fit on the real training images, identical for every condition of a
+    # modality, so the conditions differ in their training data and nothing else. Pretrained: the
+    # model's own image-processor normalisation, applied once (saved beside the model either way).
+    normalizer = mae.normalizer_for(ctx.cfg.mae, real)
     steps = ctx.params.get("steps", ctx.cfg.mae.steps)
     cfg = ctx.cfg.mae.model_copy(update={"steps": steps})
     model, history = mae.train(cfg, images, normalizer, seed, ctx.trainer(steps, "log.jsonl"))
     model.save_pretrained(ctx.out / "model")
     normalizer.save(ctx.out / "model", ctx.cfg.data.image_size)
     ctx.manifest.update(modality=modality, condition=condition, seed=seed, n_images=len(images),
-                        n_real=len(real), steps=steps, budget=ctx.cfg.study.budget, final_loss=history[-1]["loss"])
+                        n_real=len(real), steps=steps, budget=ctx.cfg.study.budget, final_loss=history[-1]["loss"],
+                        init=ctx.cfg.mae.init, normalizer=normalizer.source, norm_pix_loss=ctx.cfg.mae.norm_pix_loss)
 
 
 AA_SEED_OFFSET = 1_000_003  # real-aa seed s trains with s + this: independent of every real seed
@@ -279,6 +281,19 @@ class MeanPredictor:
         return self.mean.expand(images.shape).clone(), mask_from_noise(noise, mask_ratio)
 
 
+class PatchMeanPredictor:
+    """Predicts every masked patch as its own true mean: the floor of a norm_pix_loss MAE, whose
+    reconstructions are un-normalised with each hidden patch's true mean and variance."""
+
+    def __init__(self, normalizer):
+        self.normalizer = normalizer
+
+    def __call__(self, images: torch.Tensor, noise: torch.Tensor, patch: int, mask_ratio: float):
+        from genaug.mae import mask_from_noise, patch_mean_fill
+
+        return patch_mean_fill(images, self.normalizer, patch), mask_from_noise(noise, mask_ratio)
+
+
 class MAEPredictor:
     def __init__(self, folder: Path, device: str):
         from transformers import ViTMAEForPreTraining
@@ -303,11 +318,15 @@ def run_eval(ctx: Context) -> None:
     split = load_split(ctx.inputs["split"])
     test = split["test"]
     images = test.modality(modality)
+    patch = mae.patch_size(cfg.mae)
     if "mae" in ctx.inputs:
         predictor = MAEPredictor(ctx.inputs["mae"] / "model", ctx.device)
+    elif cfg.mae.norm_pix_loss:
+        predictor = PatchMeanPredictor(mae.normalizer_for(cfg.mae, split["train"].modality(modality)))
+        ctx.manifest["floor"] = "true patch means (norm_pix_loss)"
     else:
         predictor = MeanPredictor(split["train"].modality(modality))
-    patch = cfg.mae.patch_size
+        ctx.manifest["floor"] = "training-set mean"
     noise = mae.fixed_noise(test.ids, (cfg.data.image_size // patch) ** 2, cfg.eval.seed)
     mse, psnr, examples = [], [], []
     for start in range(0, len(images), cfg.eval.batch_size):
