@@ -141,6 +141,7 @@ def test_resumed_mae_equals_uninterrupted(tmp_path):
         run("b", stop)
     resumed, _ = run("b")
     assert trainers[-1].resumed_from == 3  # it really resumed, rather than starting again
+    assert trainers[-1].step_losses == trainers[0].step_losses and len(trainers[0].step_losses["loss"]) == 6
     assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
     assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
 

@@ -295,6 +295,8 @@ class EvalConfig(Strict):
     seed: Seed = Field(1234, description="derives the fixed mask of every test image")
     batch_size: int = Field(64, ge=1)
     n_examples: int = Field(6, ge=1, description="test images shown reconstructed in the report")
+    paper_epochs_dropped: int = Field(1, ge=0, description="the seed paper's own statistic (its own report "
+                                      "table): epochs dropped from the start of every run, one cut for all")
 
 
 class RuntimeConfig(Strict):

@@ -59,6 +59,7 @@ class Trainer:
         self.on_step = on_step or (lambda step, row: None)
         self.checkpoints = Checkpoints(checkpoint_dir, runtime.checkpoint_every, runtime.checkpoints_total_limit)
         self.resumed_from: int | None = None
+        self.step_losses: dict[str, list[float]] = {}  # after fit: every step's losses, step 1 first
 
     def prepare(self, *objects):
         return self.accelerator.prepare(*objects)
@@ -80,12 +81,16 @@ class Trainer:
         state = {**(state or {}), "global_rng": GlobalRNG()}
         history: list[dict[str, float]] = []
         sums: dict[str, torch.Tensor] = {}
+        # Every step's losses, kept on the device and read once at the end (no per-step sync): the
+        # per-epoch means some statistics need come from these, not from the logged window means.
+        per_step: dict[str, list[torch.Tensor]] = {}
         since_log, start = 0, 0
         latest = checkpoints.latest()
         if latest is not None:
             loop = checkpoints.load(latest, state, self.device)
             start, history, since_log = loop["step"], loop["history"], loop["since_log"]
             sums = {k: v.to(self.device) for k, v in loop["sums"].items()}
+            per_step = {k: list(v.to(self.device).unbind()) for k, v in loop.get("per_step", {}).items()}
             self.resumed_from = start
         row: dict[str, float] = history[-1] if history else {}
         # The log is rewritten from the checkpoint's history: rows logged after it are about to be redone.
@@ -93,7 +98,9 @@ class Trainer:
         with open(self.log_path, "a") as log:
             for i in range(start + 1, self.steps + 1):
                 for name, value in step(i - 1).items():
-                    sums[name] = sums.get(name, 0) + value.detach().float()
+                    value = value.detach().float()
+                    sums[name] = sums.get(name, 0) + value
+                    per_step.setdefault(name, []).append(value)
                 since_log += 1
                 if i % self.log_every == 0 or i == self.steps:
                     row = {"step": i, **{k: (v / since_log).item() for k, v in sums.items()}}
@@ -109,9 +116,14 @@ class Trainer:
                     sums, since_log = {}, 0
                 if checkpoints.due(i, self.steps):
                     checkpoints.save(i, state, {"step": i, "history": history, "since_log": since_log,
-                                                     "sums": sums})
+                                                     "sums": sums, "per_step": _stacked(per_step)})
                 self.on_step(i, row)
+        self.step_losses = {k: v.cpu().tolist() for k, v in _stacked(per_step).items()}
         return history
+
+
+def _stacked(per_step: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack(v) for k, v in per_step.items() if v}
 
 
 # ------------------------------------------------------------------------------------------ checkpoints

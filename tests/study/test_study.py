@@ -82,6 +82,20 @@ def test_summary_keys_finite_values_and_learning(study):
         assert "rel_change_vs_real" not in block["conditions"]["real"]
 
 
+def test_paper_statistic_and_effects_are_reported_apart_from_the_verdict(study):
+    summary = json.loads((study / "summary.json").read_text())
+    for modality, generator in (("rgb", "ddpm"), ("thermal", "cyclegan")):
+        gen = summary["modalities"][modality]["conditions"][f"real+gen:{generator}"]
+        assert gen["verdict"] in ("improvement", "harm", "no detectable difference")
+        assert gen["p_holm"] >= gen["p_value"]  # Holm never lowers a p-value
+        paper = summary["paper_statistic"][modality]["real"]
+        assert paper["n_runs"] == 2 and paper["epochs_dropped"] == 1 and paper["mean"] > 0
+    epochs = json.loads(next((study / "mae").glob("rgb-real-seed0-*/epoch_loss.json")).read_text())
+    assert epochs["steps_per_epoch"] == 2 and len(epochs["epoch_mean_loss"]) == 30  # 60 steps, 48 images / 32
+    report = (study / "report.md").read_text()
+    assert "The seed paper's statistic" in report and "effects.png" in report
+
+
 def test_every_synthetic_set_is_scored(study):
     summary = json.loads((study / "summary.json").read_text())
     paired = summary["synthetic"]["thermal"]["cyclegan"]["quality"]["paired"]

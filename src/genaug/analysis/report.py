@@ -188,6 +188,38 @@ def figure_losses(run: RunData, out: Path) -> list[tuple[Path, str]]:
     return figures
 
 
+def figure_effects(summary: dict, out: Path) -> list[tuple[Path, str]]:
+    """One bar per condition: relative change in held-out MSE vs real with its 95 % interval, coloured
+    by the verdict (green improvement, red harm, grey no detectable difference)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    blocks = {m: {c: e for c, e in b["conditions"].items() if "ci95" in e} for m, b in summary["modalities"].items()}
+    blocks = {m: b for m, b in blocks.items() if b}
+    if not blocks:
+        return []
+    colours = {"improvement": "tab:green", "harm": "tab:red"}
+    height = max(2.5, 0.45 * max(len(b) for b in blocks.values()) + 1.2)
+    fig, axes = plt.subplots(1, len(blocks), figsize=(5.5 * len(blocks), height), squeeze=False)
+    for ax, (modality, block) in zip(axes[0], blocks.items()):
+        names = list(block)
+        rel = [100 * block[n]["rel_change_vs_real"] for n in names]
+        err = [[100 * (block[n]["rel_change_vs_real"] - block[n]["ci95"][0]) for n in names],
+               [100 * (block[n]["ci95"][1] - block[n]["rel_change_vs_real"]) for n in names]]
+        ax.barh(names, rel, xerr=err, capsize=3, color=[colours.get(block[n].get("verdict"), "tab:gray")
+                                                        for n in names])
+        ax.axvline(0, color="black", lw=0.8)
+        ax.invert_yaxis()
+        ax.set(title=f"{modality}: held-out MSE vs real", xlabel="% change, 95 % CI (left of 0 = better)")
+    fig.tight_layout()
+    fig.savefig(out / "effects.png", dpi=110)
+    plt.close(fig)
+    return [(out / "effects.png", "Relative change in held-out masked MSE against real, with 95 % intervals "
+             "(hierarchical paired bootstrap); green: improvement, red: harm, grey: no detectable difference")]
+
+
 def figure_sweep(summary: dict, out: Path) -> list[tuple[Path, str]]:
     """Relative change vs real (95 % interval) against the extra:real ratio, one line per condition that
     adds images, when the study swept ratios (conditions named <condition>@<ratio>)."""
@@ -329,6 +361,39 @@ def verdicts(summary: dict) -> list[str]:
     return lines
 
 
+def paper_table(run: RunData, summary: dict) -> list[tuple]:
+    """The seed paper's own statistic for every condition, in its own clearly labelled table (the numbers
+    also go into summary["paper_statistic"])."""
+    import tomllib
+
+    from genaug.analysis.stats import paper_statistic
+
+    cut = tomllib.loads(run.config_text)["eval"]["paper_epochs_dropped"]
+    runs: dict[tuple[str, str], list[list[float]]] = {}
+    for step in run.of("mae"):
+        p = step["params"]
+        losses = json.loads((run.path(step) / "epoch_loss.json").read_text())["epoch_mean_loss"]
+        runs.setdefault((p["modality"], p["condition"]), []).append(losses)
+    rows, entries = [], {}
+    for (modality, condition), epoch_losses in runs.items():
+        if min(len(losses) for losses in epoch_losses) <= cut:
+            rows.append([modality, condition, "—", f"fewer than {cut + 1} complete epochs"])
+            continue
+        stat = paper_statistic(epoch_losses, cut)
+        entries.setdefault(modality, {})[condition] = stat
+        rows.append([modality, condition, str(stat["n_runs"]), f"{stat['mean']:.4f} ± {stat['std']:.4f}"])
+    summary["paper_statistic"] = entries
+    if not rows:
+        return []
+    return [("h2", "The seed paper's statistic (for comparison with it; not a verdict)"),
+            ("p", f"What the paper reported: the mean ± std across epochs of each run's per-epoch mean "
+                  f"TRAINING loss, the first {cut} epoch(s) dropped (one cut for every run, where the paper "
+                  "chose a cut per run), averaged over seeds here. It is a training loss: a condition with "
+                  "extra images is scored on those images too, and nothing is held out; its std is "
+                  "epoch-to-epoch wobble, not seed-to-seed spread. Use the held-out results above."),
+            ("table", ["modality", "condition", "runs", "training loss, mean ± std over epochs"], rows)]
+
+
 def quality_blocks(summary: dict) -> list[tuple]:
     """FD/KID of every synthetic set (and of real training frames: the floor), then translator scores."""
     fidelity_rows, paired_rows, spaces = [], [], set()
@@ -407,6 +472,7 @@ def sections(summary: dict, figures: dict[str, list[tuple[Path, str]]], run: Run
         ("ul", data_lines(summary["data"])),
         ("h2", "Results"),
         ("table", header, rows),
+        *paper_table(run, summary),
         *quality_blocks(summary),
         *[block for title, group in figures.items() if group for block in
           [("h2", title), *(("img", path, caption) for path, caption in group)]],
@@ -472,6 +538,7 @@ def build_report(run_dir: Path) -> dict:
     figures_dir = run.root / "figures"
     figures_dir.mkdir(exist_ok=True)
     figures = {
+        "Effects": figure_effects(summary, figures_dir),
         "Ratio sweep": figure_sweep(summary, figures_dir),
         "Synthetic images": figure_samples(run, figures_dir),
         "Reconstructions": figure_reconstructions(run, data, figures_dir),

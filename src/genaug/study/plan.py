@@ -112,7 +112,7 @@ def make_plan(cfg: Config) -> list[Step]:
                                  for c, g in base if c not in NO_EXTRA]
     plan += generators.values()
 
-    eval_slice = cfg.eval.model_dump(exclude={"batch_size"})  # batch size changes no result
+    eval_slice = cfg.eval.model_dump(exclude={"batch_size", "paper_epochs_dropped"})  # change no eval result
     from genaug import mae as mae_lib
 
     # Before anything runs: a pretrained init must be on this machine and fit the images.

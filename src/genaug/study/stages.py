@@ -222,8 +222,14 @@ def run_mae(ctx: Context) -> None:
     normalizer = mae.normalizer_for(ctx.cfg.mae, real)
     steps = ctx.params.get("steps", ctx.cfg.mae.steps)
     cfg = ctx.cfg.mae.model_copy(update={"steps": steps})
-    model, history = mae.train(cfg, images, normalizer, seed, ctx.trainer(steps, "log.jsonl"))
+    trainer = ctx.trainer(steps, "log.jsonl")
+    model, history = mae.train(cfg, images, normalizer, seed, trainer)
     model.save_pretrained(ctx.out / "model")
+    # For the seed paper's statistic: the mean training loss of each complete pass over the images.
+    per_epoch = -(-len(images) // cfg.batch_size)
+    losses = trainer.step_losses["loss"]
+    epochs = [sum(losses[i:i + per_epoch]) / per_epoch for i in range(0, len(losses) - per_epoch + 1, per_epoch)]
+    (ctx.out / "epoch_loss.json").write_text(json.dumps({"steps_per_epoch": per_epoch, "epoch_mean_loss": epochs}))
     normalizer.save(ctx.out / "model", ctx.cfg.data.image_size)
     ctx.manifest.update(modality=modality, condition=condition, seed=seed, n_images=len(images),
                         n_real=len(real), steps=steps, budget=ctx.cfg.study.budget, final_loss=history[-1]["loss"],
