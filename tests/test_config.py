@@ -138,3 +138,49 @@ def test_resolved_preset_config_round_trips(tmp_path):
     path = tmp_path / "config.toml"
     path.write_text(to_toml(cfg))
     assert load_config(path) == cfg
+
+
+OFFLINE = ["data.source=scenes", "data.scenes.n_frames=5000", "mae.init=scratch", "mae.preset=micro",
+           "mae.patch_size=16"]  # what a machine without KAIST and vit-mae-base changes
+
+
+def test_paper_preset_is_the_seeds_protocol_plus_held_out_evaluation():
+    from genaug.study.plan import make_plan
+
+    cfg = load_config(REPO / "configs" / "paper.toml")
+    assert (cfg.data.image_size, cfg.data.resize, cfg.data.n_train, cfg.study.n_synthetic) == (224, "squash", 200, 200)
+    assert cfg.mae.init == "facebook/vit-mae-base" and (cfg.mae.lr, cfg.mae.schedule, cfg.mae.batch_size) == (
+        1e-4, "constant", 16)
+    assert cfg.study.budget == "epochs" and cfg.mae.epochs == 50 and len(cfg.study.seeds) == 5
+    assert cfg.ddpm.preset == "paper" and cfg.ddpm.ema is False and cfg.ddpm.sample_steps == 1000
+    assert cfg.cyclegan.generator == "unet" and cfg.cyclegan.gan_loss == "bce" and cfg.cyclegan.pool_size == 0
+    assert {"real-x2", "real+real", "real+noise", "real-aa"} <= set(cfg.study.conditions) and cfg.data.n_test == 200
+    steps = {s.params["condition"]: s.work for s in make_plan(load_config(REPO / "configs" / "paper.toml", OFFLINE))
+             if s.stage == "mae" and s.params["modality"] == "rgb"}
+    assert steps["real"] == 625 and steps["real+gen:ddpm"] == 1250  # 50 epochs of 200 / 400 images at batch 16
+
+
+def test_kaist_preset_uses_the_official_splits_and_every_thermal_generator():
+    from genaug.study.plan import make_plan
+
+    cfg = load_config(REPO / "configs" / "kaist.toml")
+    assert (cfg.data.kaist.train_split, cfg.data.kaist.test_split) == ("train-all-02", "test-all-20")
+    assert cfg.study.generators.thermal == ["cyclegan", "pix2pix", "ddpm>cyclegan"] and cfg.study.ratios == [0.5, 1, 2]
+    plan = make_plan(load_config(REPO / "configs" / "kaist.toml", [*OFFLINE, "data.n_test=500"]))
+    assert {s.stage for s in plan} >= {"ddpm", "cyclegan", "pix2pix", "chain"}
+
+
+@pytest.mark.parametrize("preset", ["paper", "kaist"])
+def test_presets_without_the_pretrained_mae_fail_before_anything_runs(preset):
+    from genaug import mae
+    from genaug.study.plan import make_plan
+
+    try:
+        mae.locate("facebook/vit-mae-base")
+        pytest.skip("facebook/vit-mae-base is on this machine")
+    except UserError:
+        pass
+
+    with pytest.raises(UserError) as e:
+        make_plan(load_config(REPO / "configs" / f"{preset}.toml"))
+    assert "mae.init = 'facebook/vit-mae-base'" in message(e)

@@ -240,6 +240,8 @@ class MAEConfig(Strict):
     epochs: int = Field(50, ge=1, description="passes over each condition's images (study.budget = 'epochs')")
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="after the warm-up: cosine decay to "
+                                                    "zero (MAE's), or constant (the seed paper's)")
     weight_decay: float = Field(0.05, ge=0)
     warmup_steps: int = Field(100, ge=0)
     augment: AugmentConfig = AugmentConfig()

@@ -236,6 +236,13 @@ def _unpack(packed: dict, tensors: dict[str, torch.Tensor]) -> Any:
     return packed["value"]
 
 
+def warmup_constant(optimizer: torch.optim.Optimizer, warmup: int):
+    """Linear warm-up then the constant LR (the seed paper's MAE fine-tuning: AdamW 1e-4, constant)."""
+    from transformers import get_constant_schedule_with_warmup
+
+    return get_constant_schedule_with_warmup(optimizer, warmup)
+
+
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int):
     """Linear warm-up then cosine decay to zero (MAE's and diffusers' default schedule)."""
     from transformers import get_cosine_schedule_with_warmup

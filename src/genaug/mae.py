@@ -31,7 +31,7 @@ import torch
 
 from genaug.config import MAEConfig
 from genaug.data.images import BatchSampler, to_unit
-from genaug.engine import Trainer, warmup_cosine
+from genaug.engine import Trainer, warmup_constant, warmup_cosine
 from genaug.errors import UserError
 
 # Encoder / decoder widths. `base` is ViT-Base with the MAE paper's 8-block, 512-wide decoder.
@@ -205,12 +205,14 @@ class Normalizer:
         return normalized * self.std.to(normalized.device) + self.mean.to(normalized.device)
 
     def save(self, folder: Path, image_size: int) -> None:
-        from transformers import ViTImageProcessor
+        # The PIL flavour of ViTImageProcessor: the default one needs torchvision (and warns without
+        # it); both write the same preprocessor_config.json ("ViTImageProcessor").
+        from transformers import ViTImageProcessorPil
 
         from PIL import Image
 
         # For users of the saved model: genaug itself centre-crops (data.resize) before this resize.
-        ViTImageProcessor(
+        ViTImageProcessorPil(
             do_resize=True, size={"height": image_size, "width": image_size},
             resample=Image.Resampling.BICUBIC,
             do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
@@ -219,9 +221,9 @@ class Normalizer:
 
     @classmethod
     def load(cls, folder: Path) -> Normalizer:
-        from transformers import ViTImageProcessor
+        from transformers import ViTImageProcessorPil
 
-        processor = ViTImageProcessor.from_pretrained(folder)
+        processor = ViTImageProcessorPil.from_pretrained(folder)
         return cls(list(processor.image_mean), list(processor.image_std), f"preprocessor_config.json of {folder}")
 
 
@@ -328,7 +330,8 @@ def train(cfg: MAEConfig, images: torch.Tensor, normalizer: Normalizer, seed: in
     torch.manual_seed(seed)  # weight init and the training masks
     model = build(cfg, images.shape[-1], images.shape[1])
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-    schedule = warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps)
+    schedule = (warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps) if cfg.schedule == "cosine"
+                else warmup_constant(optimizer, cfg.warmup_steps))
     model, optimizer, schedule = trainer.prepare(model, optimizer, schedule)
     batches = BatchSampler(images, trainer.device, seed, cfg.augment)
     model.train()
