@@ -348,3 +348,26 @@ def test_missing_pretrained_mae_fails_before_anything_is_written(tmp_path):
     result = run("run", "--out", str(out), *overrides(["mae.init=genaug-tests/no-such-mae"]))
     assert result.exit_code == 2 and "mae.init = 'genaug-tests/no-such-mae'" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+BROWSER = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no Chromium on this machine (CI installs one: apt-get install chromium)")
+def test_report_html_renders_every_figure_in_a_real_browser(study, tmp_path):
+    import subprocess
+
+    from PIL import Image
+
+    flags = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+             "--disable-background-networking", "--disable-component-update", f"--user-data-dir={tmp_path / 'profile'}"]
+    page = (study / "report.html").as_uri()
+    dom = subprocess.run([*flags, "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
+    figures = (study / "report.md").read_text().count("](figures/")
+    assert "genaug study report" in dom and dom.count("<img") == figures >= 6
+    assert "figures/" not in dom.replace("](figures/", "")  # self-contained: nothing loaded from beside it
+    shot = tmp_path / "report.png"
+    subprocess.run([*flags, "--window-size=1100,3000", f"--screenshot={shot}", page], capture_output=True,
+                   timeout=120)
+    colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is None or len(colours) > 1000  # the embedded images were decoded and drawn, not blank boxes

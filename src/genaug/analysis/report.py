@@ -170,23 +170,25 @@ def figure_losses(run: RunData, out: Path) -> list[tuple[Path, str]]:
     maes = run.of("mae")
     modalities = sorted({s["params"]["modality"] for s in maes})
     fig, axes = plt.subplots(1, len(modalities), figsize=(5.5 * len(modalities), 3.6), squeeze=False)
-    colours = {}
     for ax, modality in zip(axes[0], modalities):
+        curves: dict[str, list[list[dict]]] = {}  # condition -> one log per seed
         for step in (s for s in maes if s["params"]["modality"] == modality):
-            log = _read_jsonl(run.path(step) / "log.jsonl")
-            condition = step["params"]["condition"]
-            colour = colours.setdefault(condition, f"C{len(colours)}")
-            first = step["params"]["seed"] == min(s["params"]["seed"] for s in maes)
-            ax.plot([r["step"] for r in log], [r["loss"] for r in log], color=colour, alpha=0.8,
-                    label=condition if first else None)
+            curves.setdefault(step["params"]["condition"], []).append(_read_jsonl(run.path(step) / "log.jsonl"))
+        for i, (condition, logs) in enumerate(curves.items()):
+            length = min(len(log) for log in logs)
+            x = [r["step"] for r in logs[0][:length]]
+            y = np.array([[r["loss"] for r in log[:length]] for log in logs])
+            ax.plot(x, y.mean(axis=0), color=f"C{i % 10}", label=f"{condition} (×{len(logs)})")
+            ax.fill_between(x, y.min(axis=0), y.max(axis=0), color=f"C{i % 10}", alpha=0.2, lw=0)
         ax.set(title=f"MAE training loss, {modality}", xlabel="optimiser step", ylabel="masked MSE (normalised)",
                yscale="log")
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "mae_training_loss.png", dpi=110)
     plt.close(fig)
-    figures.append((out / "mae_training_loss.png", "MAE training loss per run (one line per seed). Not comparable across "
-                    "conditions: a condition's loss includes its extra images; compare the held-out table"))
+    figures.append((out / "mae_training_loss.png", "MAE training loss: mean over seeds, band from the lowest to "
+                    "the highest seed. Not comparable across conditions: a condition's loss includes its extra "
+                    "images; compare the held-out table"))
 
     generators = [s for s in run.generators() if s["stage"] != "chain"]  # a chain trains nothing
     if generators:
@@ -377,6 +379,20 @@ def verdicts(summary: dict) -> list[str]:
     return lines
 
 
+def provenance_blocks(run: RunData) -> list[tuple]:
+    from genaug.study.runner import PROVENANCE_FILE
+
+    path = run.root / PROVENANCE_FILE
+    if not path.is_file():
+        return []
+    facts = json.loads(path.read_text())
+    versions = ", ".join(f"{k} {v}" for k, v in facts["versions"].items())
+    return [("h2", "How this was produced"),
+            ("ul", [f"Command: {facts['command']} (the last run that completed the study; its config.toml is below)",
+                    f"Versions: {versions}; Python {facts['python']}",
+                    f"Machine: {facts['device']}; {facts['platform']}; finished {facts['finished']}"])]
+
+
 def time_of_day_blocks(summary: dict) -> list[tuple]:
     rows = []
     for modality, block in summary["modalities"].items():
@@ -512,6 +528,7 @@ def sections(summary: dict, figures: dict[str, list[tuple[Path, str]]], run: Run
         *quality_blocks(summary),
         *[block for title, group in figures.items() if group for block in
           [("h2", title), *(("img", path, caption) for path, caption in group)]],
+        *provenance_blocks(run),
         ("h2", "Configuration"),
         ("pre", run.config_text),
     ]

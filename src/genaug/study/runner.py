@@ -17,6 +17,36 @@ from genaug.study.stages import Context
 from genaug.study.store import Store, write_json_atomic, write_text_atomic
 
 PLAN_FILE = "plan.json"
+PROVENANCE_FILE = "provenance.json"
+
+
+def provenance(cfg: Config) -> dict:
+    """The command, versions and machine that produced the run directory's results (for the report)."""
+    import platform
+    import shlex
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    from genaug.engine import resolve_device
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    device = resolve_device(cfg.runtime)
+    return {
+        "command": "genaug " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
+        "versions": {name: installed(name) for name in ("genaug", "torch", "transformers", "diffusers", "accelerate",
+                                                        "torchmetrics", "kornia", "numpy", "scipy")},
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
 
 
 def plan_table(plan: list[Step], store: Store | None) -> Table:
@@ -53,6 +83,7 @@ def run_study(cfg: Config, run_dir: Path, console: Console | None = None) -> Pat
     # study's config, plan and report in place, consistent with each other.
     write_text_atomic(store.root / "config.toml", to_toml(cfg))
     write_json_atomic(store.root / PLAN_FILE, {"steps": [step.describe() for step in plan]})
+    write_json_atomic(store.root / PROVENANCE_FILE, provenance(cfg))
     from genaug.analysis.report import build_report
 
     summary = build_report(store.root)
