@@ -371,3 +371,21 @@ def test_report_html_renders_every_figure_in_a_real_browser(study, tmp_path):
                    timeout=120)
     colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is None or len(colours) > 1000  # the embedded images were decoded and drawn, not blank boxes
+
+
+def test_negative_control_is_reported_as_harm(tmp_path):
+    out = tmp_path / "run"
+    result = run("run", "--out", str(out), *overrides([
+        'study.conditions=["real", "real+noise"]', 'study.modalities=["thermal"]', "study.seeds=[0, 1, 2]",
+        "study.n_synthetic=192"]))  # 4 noise images per real one
+    assert result.exit_code == 0, result.output
+    noise = json.loads((out / "summary.json").read_text())["modalities"]["thermal"]["conditions"]["real+noise"]
+    assert noise["verdict"] == "harm", noise
+    assert "real+noise: raises the held-out error (harm)" in (out / "report.md").read_text()
+
+
+def test_step_budget_gives_every_condition_the_same_steps_in_the_logs(study):
+    last = {}
+    for log in (study / "mae").glob("*/log.jsonl"):
+        last[log.parent.name.rsplit("-", 1)[0]] = json.loads(log.read_text().splitlines()[-1])["step"]
+    assert len(last) == 8 and set(last.values()) == {60}
