@@ -184,3 +184,12 @@ def test_presets_without_the_pretrained_mae_fail_before_anything_runs(preset):
     with pytest.raises(UserError) as e:
         make_plan(load_config(REPO / "configs" / f"{preset}.toml"))
     assert "mae.init = 'facebook/vit-mae-base'" in message(e)
+
+
+def test_controls_preset_runs_the_known_answer_conditions():
+    from genaug.study.plan import make_plan
+
+    cfg = load_config(REPO / "configs" / "controls.toml")
+    assert cfg.study.conditions == ["real", "real+real", "real+noise", "real-aa"] and len(cfg.study.seeds) == 5
+    stages = {s.stage for s in make_plan(cfg)}
+    assert stages == {"split", "mae", "eval"}  # no generator: the extra images are real frames or noise
