@@ -15,10 +15,16 @@ of studies at 2 seeds, 17 % at 3, 13 % at 5 and 8 % at 10. `compare` therefore c
 about 95 %); the plain interval is kept as `ci95_uncorrected`. Where per-image noise dominates instead,
 resampling both crossed factors makes every interval conservative (wider than needed), never narrow.
 
-The Wilcoxon signed-rank test over images (`p_value`) asks whether *these trained models* differ on
-the test images; it does not see seed-to-seed variation, so with seed noise present it calls A/A
-differences significant most of the time (65-85 % of null studies at alpha 0.05 in the simulations).
-`p_bootstrap` is the seed-aware test that agrees with `ci95`: Holm-correct it for verdicts.
+Inference is on the log scale of the ratio, log(mean(condition) / mean(real)): MSE is positive and its
+seed-to-seed spread grows with its level, so a harmful condition has a long right tail on the ratio
+scale (one bad seed of five can double the ratio) and a normal approximation there understates how
+far from 0 the effect is. Percentile intervals do not care about the scale; the stretch and the
+p-value do, and on the log scale they are symmetric. `ci95` is reported back on the relative scale.
+
+The Wilcoxon signed-rank test over images (`wilcoxon_p_images`) asks whether *these trained models*
+differ on the test images; it does not see seed-to-seed variation, so with seed noise present it calls
+A/A differences significant most of the time (65-85 % of null studies at alpha 0.05 in the
+simulations). `p_value` is the seed-aware test that agrees with `ci95`: Holm-correct it for verdicts.
 """
 
 from __future__ import annotations
@@ -55,9 +61,10 @@ def _bootstrap_ratio(condition: np.ndarray, real: np.ndarray, n_boot: int, seed:
     independently for each condition with at least 2 seeds, S seeds with replacement; the statistic is
     the ratio of the two resampled grand means minus 1. Vectorised: the image draws are a (B, N) weight
     matrix M and the seed draws (B, S) weights W, so a replicate's grand mean is sum_s W[b,s] (M X^T)[b,s].
-    Inflated: each seed's deviation from the seed mean is scaled by sqrt(S/(S-1)), so that resampling
-    seeds reproduces the unbiased (S - 1 divisor) seed variance rather than the plug-in one; this is
-    linear in X, so it is applied to the (B, S) per-seed means instead of the (S, N) data.
+    Inflated: the drawn mean's log deviation from the seed-averaged mean is scaled by sqrt(S/(S-1)), so
+    that resampling seeds reproduces the unbiased (S - 1 divisor) seed variance rather than the plug-in
+    one (on the log scale the inference uses; it keeps every replicate positive). It is applied to the
+    (B, S) per-seed means, not the (S, N) data.
     """
     rng = np.random.default_rng(seed)
     n_images = real.shape[1]
@@ -74,18 +81,18 @@ def _bootstrap_ratio(condition: np.ndarray, real: np.ndarray, n_boot: int, seed:
         centre = per_seed.mean(axis=1)  # = the resampled images' mean of the seed-averaged errors
         drawn = np.einsum("bs,bs->b", seed_weights, per_seed)
         plain.append(drawn)
-        inflated.append(centre + math.sqrt(s / (s - 1)) * (drawn - centre))
+        inflated.append(centre * (drawn / centre) ** math.sqrt(s / (s - 1)))
     return plain[0] / plain[1] - 1, inflated[0] / inflated[1] - 1
 
 
 def _welch_df(condition: np.ndarray, real: np.ndarray) -> float:
-    """Welch-Satterthwaite degrees of freedom of the difference of per-seed test means, over the sides
-    with at least 2 seeds (inf when no side has 2 seeds or the seed means do not vary)."""
+    """Welch-Satterthwaite degrees of freedom of the difference of log per-seed test means, over the
+    sides with at least 2 seeds (inf when no side has 2 seeds or the seed means do not vary)."""
     terms = []
     for runs in (condition, real):
         s = runs.shape[0]
         if s >= 2:
-            terms.append((runs.mean(axis=1).var(ddof=1) / s, s - 1))
+            terms.append((np.log(runs.mean(axis=1)).var(ddof=1) / s, s - 1))
     total = sum(v for v, _ in terms)
     if not terms or total <= 0:
         return math.inf
@@ -102,16 +109,16 @@ def compare(condition_mse: np.ndarray, real_mse: np.ndarray, n_boot: int = 2000,
         RNG `np.random.default_rng(seed)`): each replicate resamples test images with replacement, the
         same indices for both conditions, and resamples seeds with replacement independently within each
         condition; the statistic is the ratio of the resampled grand means minus 1. Small-seed correction:
-        (a) each seed's deviation from its condition's seed mean is scaled by sqrt(S/(S-1)) before
-        resampling (unbiased seed variance); (b) each side of the 2.5-97.5 % percentile interval is
-        stretched away from the estimate by t_{0.975, df} / z_{0.975}, df the Welch-Satterthwaite df of
-        the per-seed means (Student-t instead of normal tails). A condition with one seed is not
+        (a) each resampled seed mean's log deviation from its condition's seed average is scaled by
+        sqrt(S/(S-1)) (unbiased seed variance); (b) on the log scale, each side of the 2.5-97.5 %
+        percentile interval is stretched away from the estimate by t_{0.975, df} / z_{0.975}, df the
+        Welch-Satterthwaite df of the log per-seed means (Student-t instead of normal tails). A condition with one seed is not
         resampled over seeds and gets no correction; with one seed on both sides the interval comes from
         image resampling only and ignores seed-to-seed variation (`ci_method`, `ci_covers_seed_variation`).
     ci95_uncorrected: the plain 2.5-97.5 % percentile interval of the same bootstrap without (a) and (b);
         for reference only: too narrow with few seeds.
-    p_value: two-sided p for "no change" consistent with ci95: rel / SD of the corrected bootstrap
-        replicates against Student t with `df` degrees of freedom (normal when df is inf). Seed-aware:
+    p_value: two-sided p for "no change" consistent with ci95: log(1 + rel) / SD of the log corrected
+        bootstrap replicates against Student t with `df` degrees of freedom (normal when df is inf). Seed-aware:
         this is the p that is Holm-corrected and decides the verdict.
     p_bootstrap: the same number as p_value.
     wilcoxon_p_images: two-sided Wilcoxon signed-rank test, condition vs real, on per-image MSE averaged
@@ -136,14 +143,17 @@ def compare(condition_mse: np.ndarray, real_mse: np.ndarray, n_boot: int = 2000,
     rel = float(condition_mse.mean() / real_mse.mean() - 1)
 
     plain, corrected = _bootstrap_ratio(condition_mse, real_mse, n_boot, seed)
+    if not (np.all(corrected > -1) and rel > -1 and math.isfinite(rel)):
+        raise ValueError("compare needs positive errors: a condition's or real's mean MSE is 0 or not finite")
+    log_rel, log_corrected = math.log1p(rel), np.log1p(corrected)
     df = _welch_df(condition_mse, real_mse)
     stretch = float(stats.t.ppf(0.975, df) / _Z975) if math.isfinite(df) else 1.0
-    low, high = np.percentile(corrected, [2.5, 97.5])
-    ci95 = [rel - stretch * (rel - low), rel + stretch * (high - rel)]
-    spread = float(corrected.std(ddof=1))
+    low, high = np.percentile(log_corrected, [2.5, 97.5])
+    ci95 = np.expm1([log_rel - stretch * (log_rel - low), log_rel + stretch * (high - log_rel)])
+    spread = float(log_corrected.std(ddof=1))
     if spread > 0:
-        p_bootstrap = float(2 * (stats.t.sf(abs(rel) / spread, df) if math.isfinite(df)
-                                 else stats.norm.sf(abs(rel) / spread)))
+        p_bootstrap = float(2 * (stats.t.sf(abs(log_rel) / spread, df) if math.isfinite(df)
+                                 else stats.norm.sf(abs(log_rel) / spread)))
     else:
         p_bootstrap = 1.0 if rel == 0 else 0.0
 
