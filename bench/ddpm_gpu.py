@@ -7,11 +7,11 @@ Measures, on the same card in the same process:
   1. training img/s of the seed's UNet (113.7 M parameters, 128^2) at batch 64:
      stock = diffusers' unconditional example loop (accelerate bf16 autocast, AdamW, clip 1.0, no EMA);
      genaug = `genaug.generators.ddpm.train` (bf16 autocast, fused AdamW, EMA on, data resident on
-     the GPU), eager and with torch.compile;
-  2. sampling 200 images at 128^2 from the model trained in (1) on the built-in scenes: DPM-Solver++
-     20 steps vs DDPM 1,000 steps, both through `genaug.generators.ddpm.sample`, plus one denoiser
-     step at batch 200 with and without channels-last;
-  3. FD / KID of both sample sets against 200 held-out real frames in genaug's random-conv space.
+     the GPU, noise drawn on the device), eager and with torch.compile (--train-steps on scenes);
+  2. sampling 200 images at 128^2 from the model trained in (1): stock DDPMPipeline + DPM-Solver++ 20
+     steps under bf16 autocast, against `genaug.generators.ddpm.sample` (bf16 weights, fp32 solver)
+     at 15, 20 and 25 DPM-Solver++ steps and DDPM 1,000 steps (on --ddpm1000-n images);
+  3. FD / KID of every sample set against 200 held-out real frames in genaug's random-conv space.
 Every figure is printed as it is measured and appended to OUT/ddpm_gpu.jsonl, so a run cut short
 still reports what it finished. Timings are wall-clock around synchronised CUDA work.
 """
@@ -19,36 +19,14 @@ still reports what it finished. Timings are wall-clock around synchronised CUDA 
 from __future__ import annotations
 
 import argparse
-import copy
-import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
+from _common import Report, sync
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-from genaug.config import DataConfig, DDPMConfig, RuntimeConfig, load_config  # noqa: E402
-
-
-def sync():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-class Report:
-    def __init__(self, out: Path):
-        out.mkdir(parents=True, exist_ok=True)
-        self.path = out / "ddpm_gpu.jsonl"
-        self.path.write_text("")
-
-    def __call__(self, name: str, **figures):
-        row = {"name": name, **figures}
-        print(json.dumps(row), flush=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+from genaug.config import DataConfig, DDPMConfig, RuntimeConfig, load_config
 
 
 def stock_train(cfg: DDPMConfig, size: int, batch: int, steps: int, warm: int) -> float:
@@ -103,34 +81,34 @@ def genaug_train(cfg: DDPMConfig, images: torch.Tensor, steps: int, warm: int, c
             sync()
             marks[i] = time.perf_counter()
 
-    runtime = RuntimeConfig(log_every=steps, checkpoint_every=0)
+    runtime = RuntimeConfig(log_every=steps, checkpoint_every=0, compile="on" if compile else "off")
     trainer = Trainer(runtime, steps, log, "ddpm", on_step)
     began = time.perf_counter()
-    raw, ema, scheduler, _ = ddpm.train(cfg, images, 0, trainer, compile=compile)
+    raw, ema, scheduler, _ = ddpm.train(cfg, images, 0, trainer)
     rate = cfg.batch_size * (steps - warm) / (marks[steps] - marks[warm])
     return rate, marks[warm] - began, raw, ema, scheduler
 
 
-def denoiser_step_seconds(unet, batch: int, size: int, channels_last: bool) -> float:
-    """One UNet forward at `batch`, fp32 weights under bf16 autocast (how stock and genaug sample), with
-    or without channels-last memory format (measured slower here for this GroupNorm-heavy UNet)."""
+def stock_sample(folder: Path, n: int, steps: int, seed: int) -> tuple[torch.Tensor, float]:
+    """diffusers' own way: DDPMPipeline with DPM-Solver++, fp32 weights under bf16 autocast, one batch;
+    -> (uint8 images, seconds)."""
+    import diffusers
+
+    from genaug.data.images import from_unit
+
+    pipeline = diffusers.DDPMPipeline.from_pretrained(folder)
+    pipeline.scheduler = diffusers.DPMSolverMultistepScheduler.from_config(pipeline.scheduler.config,
+                                                                           algorithm_type="dpmsolver++")
+    pipeline.set_progress_bar_config(disable=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    unet = unet.to(device).eval()
-    x = torch.randn(batch, 3, size, size, device=device)
-    t = torch.full((batch,), 500, device=device)
-    if channels_last and device == "cuda":
-        unet = unet.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
-    with torch.no_grad(), ctx:
-        for _ in range(2):
-            unet(x, t)
-        sync()
-        start = time.perf_counter()
-        for _ in range(5):
-            unet(x, t)
-        sync()
-    return (time.perf_counter() - start) / 5
+    pipeline.to(device)
+    sync()
+    began = time.perf_counter()
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+        images = pipeline(batch_size=n, generator=torch.Generator().manual_seed(seed), num_inference_steps=steps,
+                          output_type="pt").images
+    sync()
+    return from_unit(images), time.perf_counter() - began
 
 
 def main():
@@ -139,8 +117,11 @@ def main():
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench_out")))
     parser.add_argument("--train-steps", type=int, default=1200, help="genaug compiled run on scenes")
     parser.add_argument("--ddpm1000", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--ddpm1000-n", type=int, default=64, help="images sampled with DDPM-1000")
+    parser.add_argument("--compiled", action=argparse.BooleanOptionalAction, default=True,
+                        help="also train compiled (a minute or two of compiling)")
     args = parser.parse_args()
-    report = Report(args.out)
+    report = Report(args.out, "ddpm_gpu")
     cuda = torch.cuda.is_available()
     report("machine", device=torch.cuda.get_device_name() if cuda else "cpu", torch=torch.__version__,
            diffusers=__import__("diffusers").__version__)
@@ -172,9 +153,10 @@ def main():
     eager, to_warm, *_ = genaug_train(cfg, train_images, warm + timed, warm, False, args.out / "eager.jsonl")
     report("train genaug eager", img_per_s=round(eager, 1), batch=batch, vs_stock=round(eager / stock, 2))
     began = time.perf_counter()
-    compiled, to_warm, raw, ema, scheduler = genaug_train(cfg, train_images, train_steps, min(50, train_steps // 2),
-                                                          True, args.out / "compiled.jsonl")
-    report("train genaug compiled", img_per_s=round(compiled, 1), batch=batch, vs_stock=round(compiled / stock, 2),
+    rate, to_warm, raw, ema, scheduler = genaug_train(cfg, train_images, train_steps, min(50, train_steps // 2),
+                                                      args.compiled, args.out / "long.jsonl")
+    report(f"train genaug {'compiled' if args.compiled else 'eager'} (the model sampled below)",
+           img_per_s=round(rate, 1), batch=batch, vs_stock=round(rate / stock, 2),
            steps=train_steps, first_steps_incl_compile_s=round(to_warm, 1),
            total_s=round(time.perf_counter() - began, 1))
 
@@ -185,32 +167,38 @@ def main():
     folder = args.out / "model_tmp"
     ddpm.save(folder, raw, scheduler, ema)
     device = "cuda" if cuda else "cpu"
-    plain = denoiser_step_seconds(copy.deepcopy(ema), n_samples, size, False)
-    channels_last = denoiser_step_seconds(copy.deepcopy(ema), n_samples, size, True)
-    report("denoiser step at batch 200", bf16_autocast_s=round(plain, 4), channels_last_s=round(channels_last, 4),
-           ddpm1000_estimate_s=round(plain * 1000, 1))
+    stock_sample(folder / "pipeline", n_samples, 20, 1)  # warm-up (cuDNN/cuBLAS choices, allocator)
+    stock_images, stock_s = stock_sample(folder / "pipeline", n_samples, 20, 0)
+    report("sample stock DDPMPipeline dpmsolver++ 20 steps (bf16 autocast)", n=n_samples, seconds=round(stock_s, 2),
+           fd=round(fidelity(stock_images, held_out, "random-conv", device)["fd"], 3))
     ddpm.sample(folder / "pipeline", n_samples, "dpmsolver++", 20, n_samples, 1, device)  # warm-up
-    sync()
-    began = time.perf_counter()
-    fast = ddpm.sample(folder / "pipeline", n_samples, "dpmsolver++", 20, n_samples, 0, device)
-    sync()
-    fast_s = time.perf_counter() - began
-    score_fast = fidelity(fast, held_out, "random-conv", device)
     score_real = fidelity(train_images[:n_samples], held_out, "random-conv", device)
-    report("sample dpmsolver++ 20 steps", n=n_samples, seconds=round(fast_s, 2), fd=round(score_fast["fd"], 3),
-           kid=score_fast["kid_mean"], real_train_fd=round(score_real["fd"], 3))
+    samples = {}
+    for steps in (20, 15, 25):
+        sync()
+        began = time.perf_counter()
+        samples[steps] = ddpm.sample(folder / "pipeline", n_samples, "dpmsolver++", steps, n_samples, 0, device)
+        sync()
+        seconds = time.perf_counter() - began
+        score = fidelity(samples[steps], held_out, "random-conv", device)
+        report(f"sample genaug dpmsolver++ {steps} steps (bf16 weights)", n=n_samples, seconds=round(seconds, 2),
+               fd=round(score["fd"], 3), kid=score["kid_mean"], real_train_fd=round(score_real["fd"], 3))
     from safetensors.torch import save_file
 
-    save_file({"dpmsolver": fast[:64].contiguous()}, args.out / "samples.safetensors")
-    if args.ddpm1000:
+    save_file({"dpmsolver20": samples[20][:64].contiguous()}, args.out / "samples.safetensors")
+    if args.ddpm1000:  # the 1,000-step reference on fewer images (it costs 50x the steps); KID is unbiased in n
+        n_slow = min(args.ddpm1000_n, n_samples)
         began = time.perf_counter()
-        slow = ddpm.sample(folder / "pipeline", n_samples, "ddpm", ddpm_steps, n_samples, 0, device)
+        slow = ddpm.sample(folder / "pipeline", n_slow, "ddpm", ddpm_steps, n_slow, 0, device)
         sync()
         slow_s = time.perf_counter() - began
         score_slow = fidelity(slow, held_out, "random-conv", device)
-        report(f"sample ddpm {ddpm_steps} steps", n=n_samples, seconds=round(slow_s, 2), fd=round(score_slow["fd"], 3),
-               kid=score_slow["kid_mean"])
-        save_file({"dpmsolver": fast[:64].contiguous(), "ddpm1000": slow[:64].contiguous()},
+        score_same_n = fidelity(samples[20][:n_slow], held_out, "random-conv", device)
+        report(f"sample genaug ddpm {ddpm_steps} steps (bf16 weights)", n=n_slow, seconds=round(slow_s, 2),
+               fd=round(score_slow["fd"], 3), kid=score_slow["kid_mean"],
+               dpmsolver20_same_n_fd=round(score_same_n["fd"], 3), dpmsolver20_same_n_kid=score_same_n["kid_mean"],
+               seconds_for_200_estimate=round(slow_s * n_samples / n_slow, 1))
+        save_file({"dpmsolver20": samples[20][:64].contiguous(), "ddpm1000": slow[:64].contiguous()},
                   args.out / "samples.safetensors")
     import shutil
 

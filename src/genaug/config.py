@@ -295,7 +295,7 @@ class QualityConfig(Strict):
 
 class EvalConfig(Strict):
     seed: Seed = Field(1234, description="derives the fixed mask of every test image")
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(0, ge=0, description="test images per forward pass (0 = 64 on the CPU, 512 on CUDA)")
     n_examples: int = Field(6, ge=1, description="test images shown reconstructed in the report")
     paper_epochs_dropped: int = Field(1, ge=0, description="the seed paper's own statistic (its own report "
                                       "table): epochs dropped from the start of every run, one cut for all")
@@ -310,6 +310,15 @@ class RuntimeConfig(Strict):
     checkpoint_every: int = Field(500, ge=0, description="optimiser steps between resumable checkpoints "
                                   "(0 = none); a re-run resumes a stage from its latest one")
     checkpoints_total_limit: int = Field(2, ge=1, description="checkpoints kept per stage; older ones deleted")
+    # torch.compile costs a minute or more the first time a network's graph is built (seconds when
+    # inductor's cache already has it) and saves 20-40 % of every step after: on the CPU and in short
+    # runs it does not repay itself.
+    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the MAE and the DDPM "
+                                                  "UNet: auto = on CUDA for stages of at least compile_min_steps")
+    compile_min_steps: int = Field(500, ge=1, description="the shortest stage 'auto' compiles")
+    resident_data: Literal["auto", "on", "off"] = Field(
+        "auto", description="keep each training set in the training device's memory (auto: when it takes at "
+        "most a quarter of the free device memory); off: host memory, each batch copied over")
 
 
 class Config(Strict):

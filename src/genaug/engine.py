@@ -4,10 +4,12 @@ Models own their math: a stage hands `Trainer.fit` a `step(i) -> {name: loss ten
 does its own forward, `trainer.backward` and optimiser steps, plus the `state` that defines where
 training stands (networks, optimisers, schedules, EMA, samplers). The trainer owns everything around
 it: accelerate's device placement and mixed precision (bf16 on CUDA, fp32 on the CPU), one JSON line
-of mean losses every `runtime.log_every` steps (the only host synchronisation), stopping at the first
+of mean losses every `runtime.log_every` steps (the only host synchronisation but one after the first
+step, to time it), stopping at the first
 non-finite loss, and checkpoints every `runtime.checkpoint_every` steps from which a new `fit` with the
 same checkpoint folder resumes: same weights, same data order, same random numbers as if it never
-stopped.
+stopped. It also decides what is compiled (`Trainer.compile`, `runtime.compile`) and where training
+sets live (`Trainer.resident`, `runtime.resident_data`), and times the run (`Trainer.timing`).
 
 A checkpoint is a folder `checkpoint-<step>/` holding `tensors.safetensors` (every tensor of the
 state) and `state.json` (everything else, with each tensor's key in its place); it is written under
@@ -20,6 +22,7 @@ import json
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -60,6 +63,50 @@ class Trainer:
         self.checkpoints = Checkpoints(checkpoint_dir, runtime.checkpoint_every, runtime.checkpoints_total_limit)
         self.resumed_from: int | None = None
         self.step_losses: dict[str, list[float]] = {}  # after fit: every step's losses, step 1 first
+        self.runtime = runtime
+        self.compiled: list[str] = []
+        self.timing: dict[str, Any] = {}  # after fit: compile decision, first and steady step times
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def compile_decision(self) -> tuple[bool, str]:
+        """(compile?, why) for this stage under `runtime.compile`."""
+        mode = self.runtime.compile
+        if mode != "auto":
+            return mode == "on", f"runtime.compile = '{mode}'"
+        if not self.cuda:
+            return False, "auto: not on CUDA (compiling does not repay itself on the CPU)"
+        if self.steps < self.runtime.compile_min_steps:
+            return False, f"auto: {self.steps} steps < runtime.compile_min_steps = {self.runtime.compile_min_steps}"
+        return True, f"auto: CUDA and {self.steps} steps >= runtime.compile_min_steps = {self.runtime.compile_min_steps}"
+
+    def compile(self, module: torch.nn.Module, name: str) -> torch.nn.Module:
+        """`module`, or torch.compile(module) when `compile_decision` says so; the weights are shared either
+        way, so what is saved and checkpointed is the plain module. The time the first step takes (compile
+        included) is in `timing` after fit."""
+        wanted, why = self.compile_decision()
+        self.timing["compile"] = wanted
+        self.timing["compile_reason"] = why
+        if not wanted:
+            return module
+        self.compiled.append(name)
+        return torch.compile(module)
+
+    def batches(self, images: torch.Tensor, seed: int, augment):
+        """A `BatchSampler` of uint8 `images` for this device, resident there when `resident` says so."""
+        from genaug.data.images import BatchSampler
+
+        return BatchSampler(images, self.device, seed, augment, resident=self.resident(images))
+
+    def resident(self, images: torch.Tensor) -> bool:
+        """Keep uint8 `images` in the training device's memory? (`runtime.resident_data`)"""
+        mode = self.runtime.resident_data
+        if mode != "auto" or not self.cuda:
+            return mode != "off"
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return images.numel() * images.element_size() <= free // 4
 
     def prepare(self, *objects):
         return self.accelerator.prepare(*objects)
@@ -95,6 +142,7 @@ class Trainer:
         row: dict[str, float] = history[-1] if history else {}
         # The log is rewritten from the checkpoint's history: rows logged after it are about to be redone.
         self.log_path.write_text("".join(json.dumps(r) + "\n" for r in history))
+        clock = time.perf_counter()
         with open(self.log_path, "a") as log:
             for i in range(start + 1, self.steps + 1):
                 for name, value in step(i - 1).items():
@@ -102,6 +150,10 @@ class Trainer:
                     sums[name] = sums.get(name, 0) + value
                     per_step.setdefault(name, []).append(value)
                 since_log += 1
+                if i == start + 1:  # the one deliberate synchronisation: how long compiling (if any) took
+                    self._synchronize()
+                    first = time.perf_counter()
+                    self.timing["first_step_s"] = round(first - clock, 3)
                 if i % self.log_every == 0 or i == self.steps:
                     row = {"step": i, **{k: (v / since_log).item() for k, v in sums.items()}}
                     bad = [k for k, v in row.items() if not math.isfinite(v)]
@@ -119,7 +171,13 @@ class Trainer:
                                                      "sums": sums, "per_step": _stacked(per_step)})
                 self.on_step(i, row)
         self.step_losses = {k: v.cpu().tolist() for k, v in _stacked(per_step).items()}
+        if self.steps - start > 1:  # mean of the steps after the first, checkpoint writes included
+            self.timing["steady_step_s"] = round((time.perf_counter() - first) / (self.steps - start - 1), 5)
         return history
+
+    def _synchronize(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
 
 
 def _stacked(per_step: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from genaug.config import MAEConfig
-from genaug.data.images import BatchSampler, to_unit
+from genaug.data.images import to_unit
 from genaug.engine import Trainer, warmup_constant, warmup_cosine
 from genaug.errors import UserError
 
@@ -254,13 +254,14 @@ def build(cfg: MAEConfig, image_size: int, channels: int):
 
     if cfg.init == SCRATCH:
         config = ViTMAEConfig(image_size=image_size, patch_size=cfg.patch_size, num_channels=channels,
-                              mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss, **PRESETS[cfg.preset])
+                              mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss, attn_implementation="sdpa",
+                              **PRESETS[cfg.preset])
         model = ViTMAEForPreTraining(config)
         restore_sincos_init(model)
         return model
     check_init(cfg, image_size, channels)
     model = ViTMAEForPreTraining.from_pretrained(
-        locate(cfg.init), local_files_only=True, dtype=torch.float32,
+        locate(cfg.init), local_files_only=True, dtype=torch.float32, attn_implementation="sdpa",
         mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss)
     fit_to_size(model, image_size)
     return model
@@ -326,18 +327,23 @@ def train(cfg: MAEConfig, images: torch.Tensor, normalizer: Normalizer, seed: in
     """Train an MAE (`cfg.init`: scratch or pretrained) for `cfg.steps` steps on uint8 `images`.
 
     `normalizer` must be `normalizer_for(cfg, real images)`. Returns (model, logged rows).
+    On CUDA: bf16 autocast (the trainer), SDPA attention, fused AdamW, torch.compile when
+    `trainer.compile` decides so, the images resident on the device when they fit, and no host
+    synchronisation inside a step (masks are drawn on the device).
     """
     torch.manual_seed(seed)  # weight init and the training masks
     model = build(cfg, images.shape[-1], images.shape[1])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay,
+                                  fused=trainer.cuda)
     schedule = (warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps) if cfg.schedule == "cosine"
                 else warmup_constant(optimizer, cfg.warmup_steps))
     model, optimizer, schedule = trainer.prepare(model, optimizer, schedule)
-    batches = BatchSampler(images, trainer.device, seed, cfg.augment)
+    forward = trainer.compile(model, "mae")
+    batches = trainer.batches(images, seed, cfg.augment)
     model.train()
 
     def step(_: int) -> dict[str, torch.Tensor]:
-        loss = model(pixel_values=normalizer.to_model(batches(cfg.batch_size))).loss
+        loss = forward(pixel_values=normalizer.to_model(batches(cfg.batch_size))).loss
         trainer.backward(loss)
         optimizer.step()
         schedule.step()

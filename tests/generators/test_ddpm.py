@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from genaug.config import DDPMConfig, RuntimeConfig, load_config
+from genaug.data.images import from_unit
 from genaug.engine import Trainer
 from genaug.generators import ddpm
 
@@ -64,6 +65,25 @@ def test_saved_pipeline_reproduces_samples_for_the_same_seed(tmp_path):
     assert torch.equal(first, ddpm.sample(folder, 5, "dpmsolver++", 3, batch_size=2, seed=3))
     assert not torch.equal(first, ddpm.sample(folder, 5, "dpmsolver++", 3, batch_size=2, seed=4))
     assert not torch.equal(first, ddpm.sample(folder, 5, "ddim", 3, batch_size=2, seed=3))
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpmsolver++"])
+def test_own_sampling_loop_gives_the_stock_pipelines_images(tmp_path, sampler):
+    """genaug samples with its own loop (bf16 weights, fp32 solver on CUDA); on the CPU it must be
+    DDPMPipeline's loop exactly: the same images for the same generator."""
+    import diffusers
+
+    raw, ema, scheduler, _ = train(tmp_path)
+    ddpm.save(tmp_path / "model", raw, scheduler, ema)
+    folder = tmp_path / "model" / "pipeline"
+    ours = ddpm.sample(folder, 3, sampler, 4, batch_size=3, seed=2)
+    pipeline = diffusers.DDPMPipeline.from_pretrained(folder)
+    cls_name, extra = ddpm.SAMPLERS[sampler]
+    pipeline.scheduler = getattr(diffusers, cls_name).from_config(pipeline.scheduler.config, **extra)
+    pipeline.set_progress_bar_config(disable=True)
+    stock = pipeline(batch_size=3, generator=torch.Generator().manual_seed(2 * 100_003), num_inference_steps=4,
+                     output_type="pt").images
+    assert torch.equal(ours, from_unit(stock))
 
 
 def test_trains_at_its_own_resolution(tmp_path):

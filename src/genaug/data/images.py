@@ -94,15 +94,23 @@ def grid(images: torch.Tensor, columns: int, pad: int = 2) -> np.ndarray:
 
 
 class BatchSampler:
-    """Random batches from a uint8 set held on the training device, augmented there as a batch.
+    """Random batches from a uint8 set, augmented on the training device as a batch.
 
     Sampling with replacement from a seeded generator: a run sees exactly `steps x batch_size` images
-    whatever the set size, so equal-step budgets compare like with like, and the order is reproducible.
-    Flips draw from the same generator; the resized crop (kornia) from torch's seeded global RNG.
+    whatever the set size, so equal-step budgets compare like with like, and the order is reproducible
+    (the same on every device). Flips draw from the same generator; the resized crop (kornia) from
+    torch's seeded global RNG. `resident`: the set is copied to the device once and batches are
+    gathered there; otherwise it stays in host memory (pinned on CUDA) and each batch is gathered there
+    and copied over. Either way the batches are identical, and the copies are asynchronous: the host
+    never waits for the device.
     """
 
-    def __init__(self, images: torch.Tensor, device: torch.device, seed: int, augment: AugmentConfig):
-        self.images = images.to(device)
+    def __init__(self, images: torch.Tensor, device: torch.device, seed: int, augment: AugmentConfig,
+                 resident: bool = True):
+        device = torch.device(device)
+        self.pin = device.type == "cuda"
+        self.device = device
+        self.images = images.to(device) if resident else (images.pin_memory() if self.pin else images)
         self.augment = augment
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.crop = None
@@ -118,13 +126,22 @@ class BatchSampler:
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
 
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.device == self.device:
+            return tensor
+        return (tensor.pin_memory() if self.pin else tensor).to(self.device, non_blocking=self.pin)
+
     def __call__(self, batch_size: int) -> torch.Tensor:
         """-> (B, C, S, S) float in [0, 1] on the device."""
         index = torch.randint(len(self.images), (batch_size,), generator=self.generator)
-        batch = to_unit(self.images[index.to(self.images.device)])
-        if self.augment.hflip:
-            flip = (torch.rand(batch_size, generator=self.generator) < 0.5).to(batch.device)
-            batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
+        flip = torch.rand(batch_size, generator=self.generator) < 0.5 if self.augment.hflip else None
+        if self.images.device == self.device:
+            batch = self.images[self._to_device(index)]
+        else:
+            batch = self._to_device(self.images[index])
+        batch = to_unit(batch)
+        if flip is not None:
+            batch = torch.where(self._to_device(flip)[:, None, None, None], batch.flip(-1), batch)
         if self.crop is not None:
             batch = self.crop(batch).clamp(0, 1)
         return batch

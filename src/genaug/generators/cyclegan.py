@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 from genaug.config import CycleGANConfig
-from genaug.data.images import BatchSampler
 from genaug.engine import Trainer
 from genaug.generators.networks import (GANLoss, ImagePool, PatchDiscriminator, ResnetGenerator, UnetGenerator,
                                         init_weights, load_network, read_config, save_networks, translate)
@@ -68,8 +67,8 @@ def train(cfg: CycleGANConfig, images_a: torch.Tensor, images_b: torch.Tensor, s
     schedules = [linear_decay(o, cfg.steps, cfg.decay_start) for o in (optimizer_g, optimizer_d)]
     prepared = trainer.prepare(*nets.values(), optimizer_g, optimizer_d, *schedules)
     netG_A, netG_B, netD_A, netD_B, optimizer_g, optimizer_d, *schedules = prepared
-    batches_a = BatchSampler(images_a, trainer.device, seed, cfg.augment)
-    batches_b = BatchSampler(images_b, trainer.device, seed + 1, cfg.augment)  # independent draws: unpaired
+    batches_a = trainer.batches(images_a, seed, cfg.augment)
+    batches_b = trainer.batches(images_b, seed + 1, cfg.augment)  # independent draws: unpaired
     pool_A = ImagePool(cfg.pool_size, seed, trainer.device)
     pool_B = ImagePool(cfg.pool_size, seed + 1, trainer.device)
     gan = GANLoss(cfg.gan_loss)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from genaug.config import DDPMConfig
-from genaug.data.images import BatchSampler, from_unit, resize_square
+from genaug.data.images import from_unit, resize_square
 from genaug.engine import Trainer, warmup_cosine
 
 SAMPLERS = {  # config name -> (diffusers scheduler class, extra config)
@@ -58,13 +58,14 @@ class DeviceEMA:
         self.ema.to(self.device)
 
 
-def train(cfg: DDPMConfig, images: torch.Tensor, seed: int, trainer: Trainer, compile: bool = False):
+def train(cfg: DDPMConfig, images: torch.Tensor, seed: int, trainer: Trainer):
     """DDPM on uint8 (N, C, S, S) `images` (resized to cfg.image_size when set), predicting
     `cfg.prediction_type`. -> (raw unet, EMA unet or None, scheduler, logged rows).
 
     `trainer.steps` optimiser steps (see DDPMConfig.total_steps). On CUDA: bf16 autocast (the trainer),
-    fused AdamW, and `compile` (torch.compile of the UNet) when asked. Not channels-last: on an H200 it
-    made this GroupNorm-heavy UNet 38 % slower per forward (BENCHMARKS.md).
+    fused AdamW, torch.compile of the UNet when `trainer.compile` decides so, and noise drawn on the
+    device. Not channels-last: on an H200 it made this GroupNorm-heavy UNet 38 % slower per forward
+    (BENCHMARKS.md).
     """
     from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel
@@ -81,20 +82,21 @@ def train(cfg: DDPMConfig, images: torch.Tensor, seed: int, trainer: Trainer, co
                                   fused=cuda)
     schedule = warmup_cosine(optimizer, cfg.warmup_steps, trainer.steps)
     unet, optimizer, schedule = trainer.prepare(unet, optimizer, schedule)
-    forward = torch.compile(unet) if compile else unet
+    forward = trainer.compile(unet, "unet")
     ema = None
     if cfg.ema:  # diffusers' example settings: warm-up with inv_gamma 1, capped at ema_max_decay
         ema = EMAModel(unet.parameters(), decay=cfg.ema_max_decay, use_ema_warmup=True, inv_gamma=1.0,
                        power=cfg.ema_power, foreach=True)
         ema.to(trainer.device)
-    batches = BatchSampler(images, trainer.device, seed, cfg.augment)
-    generator = torch.Generator(device="cpu").manual_seed(seed + 1)
+    batches = trainer.batches(images, seed, cfg.augment)
+    # noise and timesteps: drawn where they are used, so no image-sized tensor crosses to the device
+    generator = torch.Generator(device=trainer.device).manual_seed(seed + 1)
     unet.train()
 
     def step(_: int) -> dict[str, torch.Tensor]:
         clean = batches(cfg.batch_size) * 2 - 1
-        noise = torch.randn(clean.shape, generator=generator).to(clean.device)
-        t = torch.randint(cfg.train_timesteps, (len(clean),), generator=generator).to(clean.device)
+        noise = torch.randn(clean.shape, generator=generator, device=clean.device)
+        t = torch.randint(cfg.train_timesteps, (len(clean),), generator=generator, device=clean.device)
         with trainer.autocast():
             predicted = forward(scheduler.add_noise(clean, noise, t), t).sample
         target = {"epsilon": noise, "sample": clean}.get(cfg.prediction_type)
@@ -137,27 +139,38 @@ def sample(pipeline_dir: Path, n: int, sampler: str, steps: int, batch_size: int
            device: str = "cpu", on_batch=lambda done: None) -> torch.Tensor:
     """-> (n, C, S, S) uint8 images from a saved pipeline, in fixed-size batches seeded from `seed`.
 
-    On CUDA the denoiser runs under bf16 autocast; the solver's arithmetic stays fp32.
+    DDPMPipeline's loop (`denoise`), with the denoiser's weights in bf16 on CUDA and the solver's
+    arithmetic in fp32 everywhere: the same images as `DDPMPipeline(...)(generator=...)` on the CPU.
     """
-    import contextlib
-
     import diffusers
 
     diffusers.utils.logging.disable_progress_bar()  # our own progress bar counts the images
-    pipeline = diffusers.DDPMPipeline.from_pretrained(pipeline_dir)
-    cls_name, extra = SAMPLERS[sampler]
-    pipeline.scheduler = getattr(diffusers, cls_name).from_config(pipeline.scheduler.config, **extra)
-    pipeline.set_progress_bar_config(disable=True)
-    pipeline.to(device)
     cuda = torch.device(device).type == "cuda"
-    precision = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    pipeline = diffusers.DDPMPipeline.from_pretrained(pipeline_dir, torch_dtype=torch.bfloat16 if cuda else None)
+    cls_name, extra = SAMPLERS[sampler]
+    scheduler = getattr(diffusers, cls_name).from_config(pipeline.scheduler.config, **extra)
+    unet = pipeline.unet.to(device).eval()
     chunks = []
     for start in range(0, n, batch_size):
         count = min(batch_size, n - start)
         generator = torch.Generator(device="cpu").manual_seed(seed * 100_003 + start)
-        with precision:
-            images = pipeline(batch_size=count, generator=generator, num_inference_steps=steps,
-                              output_type="pt").images
-        chunks.append(from_unit(images))
+        chunks.append(from_unit(denoise(unet, scheduler, count, steps, generator).cpu()))
         on_batch(start + count)
     return torch.cat(chunks)
+
+
+def denoise(unet, scheduler, n: int, steps: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, C, S, S) images in [0, 1] on the UNet's device: pure noise from the CPU `generator` (so every
+    device starts from the same noise), then `steps` solver steps. The UNet runs in its own dtype; the
+    scheduler sees fp32."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    config, weights = unet.config, next(unet.parameters())
+    size = config.sample_size if isinstance(config.sample_size, int) else tuple(config.sample_size)
+    shape = (n, config.in_channels, *((size, size) if isinstance(size, int) else size))
+    image = randn_tensor(shape, generator=generator, device=weights.device, dtype=torch.float32)
+    scheduler.set_timesteps(steps, device=weights.device)
+    for t in scheduler.timesteps:
+        prediction = unet(image.to(weights.dtype), t).sample.float()
+        image = scheduler.step(prediction, t, image, generator=generator).prev_sample
+    return (image / 2 + 0.5).clamp(0, 1)

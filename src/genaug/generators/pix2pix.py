@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from genaug.config import Pix2PixConfig
-from genaug.data.images import BatchSampler
 from genaug.engine import Trainer
 from genaug.generators.cyclegan import linear_decay
 from genaug.generators.networks import (GANLoss, PatchDiscriminator, UnetGenerator, init_weights, load_network,
@@ -41,7 +40,7 @@ def train(cfg: Pix2PixConfig, images_a: torch.Tensor, images_b: torch.Tensor, se
     schedules = [linear_decay(o, cfg.steps, cfg.decay_start) for o in (optimizer_g, optimizer_d)]
     netG, netD, optimizer_g, optimizer_d, *schedules = trainer.prepare(
         nets["netG"], nets["netD"], optimizer_g, optimizer_d, *schedules)
-    pairs = BatchSampler(torch.cat([images_a, images_b], dim=1), trainer.device, seed, cfg.augment)
+    pairs = trainer.batches(torch.cat([images_a, images_b], dim=1), seed, cfg.augment)
     gan, l1 = GANLoss(cfg.gan_loss), torch.nn.L1Loss()
     netG.train()
     netD.train()

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from genaug.config import VitTranslatorConfig
-from genaug.data.images import BatchSampler
 from genaug.engine import Trainer
 from genaug.errors import UserError
 from genaug.generators.networks import load_network, read_config, save_networks
@@ -195,7 +194,7 @@ def train(cfg: VitTranslatorConfig, images_a: torch.Tensor, images_b: torch.Tens
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr)  # default betas, as the seed
     netG, optimizer = trainer.prepare(net, optimizer)
     # A and B stacked: a flip or crop moves both alike, so the pairs stay aligned.
-    pairs = BatchSampler(torch.cat([images_a, images_b], dim=1), trainer.device, seed, cfg.augment)
+    pairs = trainer.batches(torch.cat([images_a, images_b], dim=1), seed, cfg.augment)
     mse = nn.MSELoss()
     netG.train()
 

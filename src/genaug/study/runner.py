@@ -103,11 +103,14 @@ def build_step(step: Step, cfg: Config, store: Store, progress: Progress, task) 
         info = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step")
         progress.update(task, completed=i, info=info)
 
+    trainers: list[Trainer] = []
+
     def trainer(steps: int, log: str) -> Trainer:
         made = Trainer(cfg.runtime, steps, tmp / log, label, on_step, store.checkpoints(step.stage, step.name, step.key))
         latest = made.checkpoints.latest()
         if latest is not None:
             progress.console.print(f"resuming {label} from {latest.relative_to(store.root)}")
+        trainers.append(made)
         return made
 
     with store.building(step.stage, step.name, step.key, {r: p.name for r, p in inputs.items()}) as (tmp, manifest):
@@ -117,6 +120,12 @@ def build_step(step: Step, cfg: Config, store: Store, progress: Progress, task) 
             advance=lambda completed: progress.update(task, completed=completed),
             note=progress.console.print,
         ))
+        # how the time went: the compile decision, the first step (compiling included) and the rest
+        manifest["timing"] = {made.log_path.name: made.timing for made in trainers}
+        for made in trainers:
+            if made.compiled:
+                progress.console.print(f"{label}: compiled {', '.join(made.compiled)}; first step "
+                                       f"{made.timing.get('first_step_s')} s, then {made.timing.get('steady_step_s')} s/step")
     progress.update(task, completed=step.work)
     return manifest
 
