@@ -110,6 +110,7 @@ class BatchSampler:
         device = torch.device(device)
         self.pin = device.type == "cuda"
         self.device = device
+        self.resident = resident
         self.images = images.to(device) if resident else (images.pin_memory() if self.pin else images)
         self.augment = augment
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -126,16 +127,14 @@ class BatchSampler:
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
 
-    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        if tensor.device == self.device:
-            return tensor
-        return (tensor.pin_memory() if self.pin else tensor).to(self.device, non_blocking=self.pin)
+    def _to_device(self, host: torch.Tensor) -> torch.Tensor:
+        return (host.pin_memory() if self.pin else host).to(self.device, non_blocking=self.pin)
 
     def __call__(self, batch_size: int) -> torch.Tensor:
         """-> (B, C, S, S) float in [0, 1] on the device."""
         index = torch.randint(len(self.images), (batch_size,), generator=self.generator)
         flip = torch.rand(batch_size, generator=self.generator) < 0.5 if self.augment.hflip else None
-        if self.images.device == self.device:
+        if self.resident:
             batch = self.images[self._to_device(index)]
         else:
             batch = self._to_device(self.images[index])
