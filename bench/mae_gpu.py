@@ -94,6 +94,10 @@ def genaug_run(cfg: MAEConfig, images: torch.Tensor, steps: int, warm: int, comp
         if i in (warm, steps):
             sync()
             marks[i] = time.perf_counter()
+        if torch.cuda.is_available() and i == warm:  # any host synchronisation in the steps after this warns
+            torch.cuda.set_sync_debug_mode("warn")
+        if torch.cuda.is_available() and i == steps - 1:
+            torch.cuda.set_sync_debug_mode("default")
         if profile_steps and i == steps - profile_steps:
             sync()
             profile["profiler"] = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
@@ -108,11 +112,16 @@ def genaug_run(cfg: MAEConfig, images: torch.Tensor, steps: int, warm: int, comp
     trainer = Trainer(runtime, steps, log, "mae", on_step)
     normalizer = mae.normalizer_for(cfg, images)
     run_cfg = cfg.model_copy(update={"steps": steps})
-    model, _ = mae.train(run_cfg, images, normalizer, 0, trainer)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, _ = mae.train(run_cfg, images, normalizer, 0, trainer)
+    syncs = [str(w.message)[:160] for w in caught if "synchroniz" in str(w.message)]
     rate = cfg.batch_size * (steps - warm) / (marks[steps] - marks[warm])
     del model
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
-    return rate, trainer.timing, profile or None
+    return rate, {**trainer.timing, "host_syncs_in_timed_steps": len(syncs), "first_sync": syncs[:1]}, profile or None
 
 
 FAMILIES = (  # kernel-name fragments -> family, first match wins
@@ -155,6 +164,9 @@ def main():
     parser.add_argument("--steps", type=int, default=30, help="timed steps per throughput figure")
     parser.add_argument("--big-batch", type=int, default=0, help="a second compiled genaug batch (0: skip)")
     parser.add_argument("--paper-batch", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--paper-compiled", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--stock-fp32", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--genaug-eager", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     report = Report(args.out, "mae_gpu")
     cuda = torch.cuda.is_available()
@@ -173,8 +185,9 @@ def main():
         return {"img_per_s": round(rate, 1), "tflops": round(rate * flops / 1e12, 1),
                 "mfu": round(rate * flops / peak, 3) if peak else None}
 
-    fp32 = stock(tiny, fp32_batch, steps, warm, bf16=False, compile=False, attention="eager")
-    report("stock fp32 (TF32) eager attention", batch=fp32_batch, **figures(fp32))
+    if args.stock_fp32:
+        fp32 = stock(tiny, fp32_batch, steps, warm, bf16=False, compile=False, attention="eager")
+        report("stock fp32 (TF32) eager attention", batch=fp32_batch, **figures(fp32))
     bf16 = stock(tiny, batch, steps, warm, bf16=True, compile=False, attention="sdpa")
     report("stock bf16 sdpa", batch=batch, **figures(bf16))
     began = time.perf_counter()
@@ -199,11 +212,14 @@ def main():
     rate, timing, profile = genaug_run(cfg, frames.rgb, warm + steps + 5, warm, True, args.out / "genaug.jsonl",
                                        profile_steps=5)
     report("genaug compiled", batch=batch, **figures(rate), vs_stock_compiled=round(rate / compiled, 2),
-           first_step_incl_compile_s=timing.get("first_step_s"), total_s=round(time.perf_counter() - began, 1))
+           first_step_incl_compile_s=timing.get("first_step_s"), total_s=round(time.perf_counter() - began, 1),
+           host_syncs=timing["host_syncs_in_timed_steps"], first_sync=timing["first_sync"])
     if profile:
         report("genaug compiled profile", **summarise(profile, 5))
-    rate, timing, _ = genaug_run(cfg, frames.rgb, warm + steps, warm, False, args.out / "genaug_eager.jsonl")
-    report("genaug eager", batch=batch, **figures(rate), vs_stock_bf16=round(rate / bf16, 2))
+    if args.genaug_eager:
+        rate, timing, _ = genaug_run(cfg, frames.rgb, warm + steps, warm, False, args.out / "genaug_eager.jsonl")
+        report("genaug eager", batch=batch, **figures(rate), vs_stock_bf16=round(rate / bf16, 2),
+               host_syncs=timing["host_syncs_in_timed_steps"])
     if args.big_batch and not tiny:
         big = cfg.model_copy(update={"batch_size": args.big_batch})
         rate, timing, _ = genaug_run(big, frames.rgb, warm + steps, warm, True, args.out / "genaug_big.jsonl")
@@ -211,10 +227,11 @@ def main():
                first_step_incl_compile_s=timing.get("first_step_s"))
     if args.paper_batch:
         paper = cfg.model_copy(update={"batch_size": 16})
-        for compile in (False, True):
+        for compile in (False, True) if args.paper_compiled else (False,):
             rate, timing, _ = genaug_run(paper, frames.rgb, warm + 4 * steps, warm, compile, args.out / "paper.jsonl")
             report("genaug paper batch", batch=16, compile=compile, **figures(rate),
-                   step_ms=round(16 / rate * 1000, 2), first_step_incl_compile_s=timing.get("first_step_s"))
+                   step_ms=round(16 / rate * 1000, 2), first_step_incl_compile_s=timing.get("first_step_s"),
+                   host_syncs=timing["host_syncs_in_timed_steps"], first_sync=timing["first_sync"])
 
 
 if __name__ == "__main__":

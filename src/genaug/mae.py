@@ -157,6 +157,7 @@ class Normalizer:
     def __init__(self, mean: list[float], std: list[float], source: str = ""):
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self._copies: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self.source = source
 
     @classmethod
@@ -198,11 +199,20 @@ class Normalizer:
                             f"{channels}-channel model; fix image_mean / image_std there")
         return cls([m / scale for m in mean], [s / scale for s in std], f"preprocessor_config.json of {init}")
 
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        # Copied to each device once: a copy from pageable host memory in every training step would
+        # make the host wait for the GPU's queue to drain, every step.
+        if device not in self._copies:
+            self._copies[device] = (self.mean.to(device), self.std.to(device))
+        return self._copies[device]
+
     def to_model(self, unit: torch.Tensor) -> torch.Tensor:
-        return (unit - self.mean.to(unit.device)) / self.std.to(unit.device)
+        mean, std = self._on(unit.device)
+        return (unit - mean) / std
 
     def to_unit(self, normalized: torch.Tensor) -> torch.Tensor:
-        return normalized * self.std.to(normalized.device) + self.mean.to(normalized.device)
+        mean, std = self._on(normalized.device)
+        return normalized * std + mean
 
     def save(self, folder: Path, image_size: int) -> None:
         # The PIL flavour of ViTImageProcessor: the default one needs torchvision (and warns without
