@@ -513,7 +513,8 @@ def sections(summary: dict, figures: dict[str, list[tuple[Path, str]]], run: Run
               "the full reconstruction (visible pixels as given, masked ones predicted). "
               + BUDGET_TEXT[summary["budget"]] + " The 95 % interval of each relative change comes from "
               "a hierarchical paired bootstrap (test images resampled alike for both conditions, training "
-              "seeds resampled within each, small-seed corrected); its p-value is Holm-corrected across "
+              "seeds resampled within each, small-seed corrected, on the log scale of the ratio); its "
+              "p-value is Holm-corrected across "
               "every comparison in the study. A verdict of improvement or harm needs the whole interval "
               "on one side of zero and a Holm p below 0.05. The Wilcoxon test over test images ignores "
               "seed-to-seed variation and is shown for reference only."),
