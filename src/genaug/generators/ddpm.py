@@ -76,10 +76,9 @@ def train(cfg: DDPMConfig, images: torch.Tensor, seed: int, trainer: Trainer):
     unet = build_unet(cfg, size, images.shape[1])
     scheduler = DDPMScheduler(num_train_timesteps=cfg.train_timesteps, beta_schedule=cfg.beta_schedule,
                               prediction_type=cfg.prediction_type)
-    cuda = trainer.device.type == "cuda"
     # diffusers' unconditional example: AdamW (0.95, 0.999), wd 1e-6, cosine with warm-up, clip 1.0
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, betas=(0.95, 0.999), weight_decay=1e-6,
-                                  fused=cuda)
+                                  fused=trainer.cuda)
     schedule = warmup_cosine(optimizer, cfg.warmup_steps, trainer.steps)
     unet, optimizer, schedule = trainer.prepare(unet, optimizer, schedule)
     forward = trainer.compile(unet, "unet")

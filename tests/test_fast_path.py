@@ -1,0 +1,87 @@
+"""The fast path gives the same training as the plain one (on the CPU; speed is measured in bench/)."""
+
+import shutil
+
+import pytest
+import torch
+
+from genaug import mae
+from genaug.config import AugmentConfig, MAEConfig, RuntimeConfig
+from genaug.data.images import BatchSampler
+from genaug.engine import Trainer
+
+CFG = MAEConfig(preset="micro", patch_size=4, steps=6, batch_size=4, warmup_steps=1)
+
+
+def images(n=12, channels=1, side=16, seed=0):
+    return torch.randint(0, 256, (n, channels, side, side), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(seed))
+
+
+def train(tmp_path, name, **runtime):
+    trainer = Trainer(RuntimeConfig(device="cpu", log_every=2, checkpoint_every=0, **runtime), CFG.steps,
+                      tmp_path / f"{name}.jsonl", name)
+    data = images()
+    model, _ = mae.train(CFG, data, mae.Normalizer.fit(data), seed=0, trainer=trainer)
+    return trainer, model
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on the CPU needs a C++ compiler (none installed)")
+def test_compiled_mae_trains_like_the_eager_one(tmp_path, monkeypatch):
+    import torch._inductor.config
+
+    # Compiled graphs draw random numbers (ViTMAE's masks) from inductor's own generator unless told
+    # to use eager's: with it, both runs see the same masks and only the arithmetic differs.
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    eager, eager_model = train(tmp_path, "eager", compile="off")
+    compiled, compiled_model = train(tmp_path, "compiled", compile="on")
+    assert eager.compiled == [] and compiled.compiled == ["mae"]  # it really ran compiled
+    assert compiled.timing["compile"] and compiled.timing["first_step_s"] > 0
+    # fused kernels reorder float arithmetic: equal to tolerance, not bit-for-bit
+    assert torch.allclose(torch.tensor(compiled.step_losses["loss"]), torch.tensor(eager.step_losses["loss"]),
+                          rtol=1e-4, atol=1e-5)
+    for a, b in zip(compiled_model.parameters(), eager_model.parameters()):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-5)
+    assert not torch.equal(torch.tensor(eager.step_losses["loss"][:1]), torch.tensor(eager.step_losses["loss"][-1:]))
+
+
+def test_resident_and_host_backed_batches_train_identically(tmp_path):
+    resident, resident_model = train(tmp_path, "resident", resident_data="on")
+    host, host_model = train(tmp_path, "host", resident_data="off")
+    assert resident.step_losses == host.step_losses
+    assert all(torch.equal(a, b) for a, b in zip(resident_model.parameters(), host_model.parameters()))
+
+
+@pytest.mark.parametrize("augment", [AugmentConfig(), AugmentConfig(crop_scale=[0.5, 1.0])])
+def test_batch_sampler_gives_the_same_batches_wherever_the_set_lives(augment):
+    data = images(channels=3)
+    batches = {}
+    for resident in (True, False):
+        torch.manual_seed(0)  # the crop draws from torch's global RNG
+        sampler = BatchSampler(data, torch.device("cpu"), seed=5, augment=augment, resident=resident)
+        batches[resident] = [sampler(4) for _ in range(3)]
+    assert all(torch.equal(a, b) for a, b in zip(batches[True], batches[False]))
+    assert not torch.equal(batches[True][0], batches[True][1])
+
+
+def test_compile_decision(monkeypatch, tmp_path):
+    def decision(steps, cuda, **runtime):
+        monkeypatch.setattr(Trainer, "cuda", property(lambda self: cuda))
+        return Trainer(RuntimeConfig(device="cpu", **runtime), steps, tmp_path / "log.jsonl", "x").compile_decision()
+
+    assert decision(10_000, cuda=False) == (False, "auto: not on CUDA (compiling does not repay itself on the CPU)")
+    wanted, why = decision(100, cuda=True)
+    assert not wanted and "100 steps < runtime.compile_min_steps = 500" in why
+    assert decision(500, cuda=True)[0] and decision(100, cuda=True, compile_min_steps=50)[0]
+    assert decision(10, cuda=False, compile="on")[0] and not decision(10_000, cuda=True, compile="off")[0]
+
+
+def test_normalizer_copies_its_statistics_to_a_device_once():
+    normalizer = mae.Normalizer([0.5], [0.25])
+    unit = torch.rand(2, 1, 4, 4)
+    first = normalizer._on(unit.device)
+    normalizer.to_model(unit)
+    normalizer.to_unit(unit)
+    assert normalizer._on(unit.device)[0] is first[0] and len(normalizer._copies) == 1
+    assert torch.allclose(normalizer.to_model(unit), (unit - 0.5) / 0.25)
