@@ -28,8 +28,9 @@ from typing import Any, Callable
 
 import torch
 
+from genaug import faults
 from genaug.config import RuntimeConfig
-from genaug.errors import UserError
+from genaug.errors import Interrupted, UserError
 
 StepFn = Callable[[int], dict[str, torch.Tensor]]
 OnStep = Callable[[int, dict[str, float]], None]
@@ -64,6 +65,8 @@ class Trainer:
         self.resumed_from: int | None = None
         self.step_losses: dict[str, list[float]] = {}  # after fit: every step's losses, step 1 first
         self.runtime = runtime
+        self.rolled_back = False
+        self.notes: list[str] = []  # what the run directory's manifest and the console should say
         self.compiled: list[str] = []
         self.timing: dict[str, Any] = {}  # after fit: compile decision, first and steady step times
 
@@ -123,61 +126,125 @@ class Trainer:
         `state`: name -> object with state_dict()/load_state_dict() (or a torch.Generator): what a
         checkpoint saves and a resume restores; torch's global RNGs are always added. Without a
         state there is nothing to restore, so no checkpoint is written or read.
+
+        Stops with a `UserError` at the first non-finite loss (seen at the next log step), naming the
+        step and the last good checkpoint, or with `runtime.on_nonfinite = "rollback"` goes back to that
+        checkpoint once with every learning rate halved. After Ctrl-C (`request_stop`) it saves a
+        checkpoint at the current step and raises `Interrupted`.
         """
         checkpoints = self.checkpoints if state is not None else Checkpoints(None, 0, 1)
         state = {**(state or {}), "global_rng": GlobalRNG()}
-        history: list[dict[str, float]] = []
-        sums: dict[str, torch.Tensor] = {}
-        # Every step's losses, kept on the device and read once at the end (no per-step sync): the
-        # per-epoch means some statistics need come from these, not from the logged window means.
-        per_step: dict[str, list[torch.Tensor]] = {}
-        since_log, start = 0, 0
-        latest = checkpoints.latest()
-        if latest is not None:
-            loop = checkpoints.load(latest, state, self.device)
-            start, history, since_log = loop["step"], loop["history"], loop["since_log"]
-            sums = {k: v.to(self.device) for k, v in loop["sums"].items()}
-            per_step = {k: list(v.to(self.device).unbind()) for k, v in loop.get("per_step", {}).items()}
-            self.resumed_from = start
-        row: dict[str, float] = history[-1] if history else {}
-        # The log is rewritten from the checkpoint's history: rows logged after it are about to be redone.
-        self.log_path.write_text("".join(json.dumps(r) + "\n" for r in history))
+        loop = self._restore(checkpoints, state, checkpoints.latest())
+        self.resumed_from = loop["step"] or None
         clock = time.perf_counter()
-        with open(self.log_path, "a") as log:
-            for i in range(start + 1, self.steps + 1):
-                for name, value in step(i - 1).items():
-                    value = value.detach().float()
-                    sums[name] = sums.get(name, 0) + value
-                    per_step.setdefault(name, []).append(value)
-                since_log += 1
-                if i == start + 1:  # the one deliberate synchronisation: how long compiling (if any) took
-                    self._synchronize()
-                    first = time.perf_counter()
-                    self.timing["first_step_s"] = round(first - clock, 3)
-                if i % self.log_every == 0 or i == self.steps:
-                    row = {"step": i, **{k: (v / since_log).item() for k, v in sums.items()}}
-                    bad = [k for k, v in row.items() if not math.isfinite(v)]
-                    if bad:
-                        raise UserError(
-                            f"{self.label}: loss '{bad[0]}' became non-finite by step {i}; "
-                            "lower the stage's lr or raise its warmup_steps"
-                        )
-                    log.write(json.dumps(row) + "\n")
-                    log.flush()
-                    history.append(row)
-                    sums, since_log = {}, 0
-                if checkpoints.due(i, self.steps):
-                    checkpoints.save(i, state, {"step": i, "history": history, "since_log": since_log,
-                                                     "sums": sums, "per_step": _stacked(per_step)})
-                self.on_step(i, row)
-        self.step_losses = {k: v.cpu().tolist() for k, v in _stacked(per_step).items()}
+        first = clock
+        i = start = loop["step"]
+        while i < self.steps:
+            i += 1
+            for name, value in step(i - 1).items():
+                value = value.detach().float()
+                loop["sums"][name] = loop["sums"].get(name, 0) + value
+                loop["per_step"].setdefault(name, []).append(value)
+            loop["since_log"] += 1
+            faults.point("step")
+            if i == start + 1:  # the one deliberate synchronisation: how long compiling (if any) took
+                self._synchronize()
+                first = time.perf_counter()
+                self.timing["first_step_s"] = round(first - clock, 3)
+            if i % self.log_every == 0 or i == self.steps:
+                row = {"step": i, **{k: (v / loop["since_log"]).item() for k, v in loop["sums"].items()}}
+                bad = [k for k, v in row.items() if not math.isfinite(v)]
+                if bad:
+                    loop = self._non_finite(bad[0], i, loop, checkpoints, state)
+                    i = loop["step"]
+                    continue
+                self._log(row)
+                loop["history"].append(row)
+                loop["sums"], loop["since_log"] = {}, 0
+            if checkpoints.due(i, self.steps) or (_stop_requested and checkpoints.folder is not None):
+                checkpoints.save(i, state, {**loop, "step": i, "per_step": _stacked(loop["per_step"]),
+                                            "rolled_back": self.rolled_back})
+            self.on_step(i, loop["history"][-1] if loop["history"] else {})
+            if _stop_requested:
+                where = (f"a checkpoint at step {i} is in {checkpoints.folder}" if checkpoints.folder is not None
+                         else "this stage keeps no checkpoints and restarts")
+                raise Interrupted(f"interrupted: {self.label} stopped at step {i} of {self.steps}; {where}; "
+                                  "run the same genaug command again to resume")
+        self.step_losses = {k: v.cpu().tolist() for k, v in _stacked(loop["per_step"]).items()}
         if self.steps - start > 1:  # mean of the steps after the first, checkpoint writes included
             self.timing["steady_step_s"] = round((time.perf_counter() - first) / (self.steps - start - 1), 5)
-        return history
+        return loop["history"]
+
+    def _restore(self, checkpoints: Checkpoints, state: dict[str, Any], path: Path | None) -> dict:
+        """The loop's own state from checkpoint `path` (restoring `state` too), or a fresh one; the log
+        file is rewritten to the history it holds (rows logged after it are about to be redone)."""
+        loop = {"step": 0, "history": [], "since_log": 0, "sums": {}, "per_step": {}}
+        if path is not None:
+            saved = checkpoints.load(path, state, self.device)
+            loop.update(step=saved["step"], history=saved["history"], since_log=saved["since_log"],
+                        sums={k: v.to(self.device) for k, v in saved["sums"].items()},
+                        # every step's losses, kept on the device and read once at the end (no per-step
+                        # sync): the per-epoch means some statistics need come from these
+                        per_step={k: list(v.to(self.device).unbind()) for k, v in saved.get("per_step", {}).items()})
+            self.rolled_back = self.rolled_back or saved.get("rolled_back", False)  # once per stage, across resumes
+        self.log_path.write_text("".join(json.dumps(r) + "\n" for r in loop["history"]))
+        return loop
+
+    def _log(self, row: dict[str, float]) -> None:
+        with open(self.log_path, "a") as log:
+            log.write(json.dumps(row) + "\n")
+
+    def _non_finite(self, name: str, i: int, loop: dict, checkpoints: Checkpoints, state: dict) -> dict:
+        """Stop (a UserError naming the step and the last good checkpoint), or roll back once."""
+        losses = torch.stack(loop["per_step"][name][-loop["since_log"]:])
+        first_bad = i - loop["since_log"] + 1 + int((~torch.isfinite(losses)).nonzero()[0, 0])
+        latest = checkpoints.latest()
+        if self.runtime.on_nonfinite == "rollback" and latest is not None and not self.rolled_back:
+            self.rolled_back = True
+            loop = self._restore(checkpoints, state, latest)
+            halve_learning_rates(state)
+            self.notes.append(f"{self.label}: loss '{name}' non-finite at step {first_bad}; rolled back to "
+                              f"{latest.name} with every learning rate halved")
+            return loop
+        last_good = f"last good checkpoint: {latest}" if latest is not None else "no checkpoint to go back to"
+        hint = ("" if self.runtime.on_nonfinite == "rollback" else
+                ", or set runtime.on_nonfinite = \"rollback\" to go back to the last checkpoint with half the lr")
+        raise UserError(f"{self.label}: loss '{name}' became non-finite at step {first_bad} ({last_good}); "
+                        f"lower the stage's lr or raise its warmup_steps{hint}")
 
     def _synchronize(self) -> None:
         if self.cuda:
             torch.cuda.synchronize(self.device)
+
+
+_stop_requested = False
+
+
+def request_stop() -> None:
+    """Ctrl-C: every running `fit` checkpoints after its current step and raises `Interrupted`."""
+    global _stop_requested
+    _stop_requested = True
+
+
+def clear_stop() -> None:
+    global _stop_requested
+    _stop_requested = False
+
+
+def stop_requested() -> bool:
+    return _stop_requested
+
+
+def halve_learning_rates(state: dict[str, Any]) -> None:
+    """Every optimiser's learning rate (and every schedule's base rate, which sets it next step) x 0.5."""
+    for obj in state.values():
+        if isinstance(obj, torch.optim.Optimizer):
+            for group in obj.param_groups:
+                group["lr"] *= 0.5
+                if "initial_lr" in group:
+                    group["initial_lr"] *= 0.5
+        if hasattr(obj, "base_lrs"):
+            obj.base_lrs = [lr * 0.5 for lr in obj.base_lrs]
 
 
 def _stacked(per_step: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -236,6 +303,7 @@ class Checkpoints:
         tmp.mkdir(parents=True)
         save_file(tensors, tmp / "tensors.safetensors")
         (tmp / "state.json").write_text(json.dumps(skeleton))
+        faults.point("checkpoint")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         for old in self.all()[: -self.total_limit]:
@@ -253,16 +321,23 @@ class Checkpoints:
         except (OSError, ValueError, SafetensorError) as e:
             raise UserError(f"{path}: unreadable checkpoint ({e.__class__.__name__}); delete the folder to "
                             "fall back to the one before it (or to a fresh start)") from None
+        if not (isinstance(skeleton, dict) and isinstance(skeleton.get("state"), dict) and "loop" in skeleton):
+            raise UserError(f"{path}: not a genaug checkpoint (state.json lacks its state and loop); delete the "
+                            "folder to fall back to the one before it (or to a fresh start)")
         missing = set(state) - set(skeleton["state"])
         if missing:
             raise UserError(f"{path}: checkpoint lacks {sorted(missing)}; it was written by other code, delete it")
-        for name, obj in state.items():
-            saved = _unpack(skeleton["state"][name], tensors)
-            if isinstance(obj, torch.Generator):
-                obj.set_state(saved)
-            else:
-                obj.load_state_dict(saved)
-        return _unpack(skeleton["loop"], tensors)
+        try:
+            for name, obj in state.items():
+                saved = _unpack(skeleton["state"][name], tensors)
+                if isinstance(obj, torch.Generator):
+                    obj.set_state(saved)
+                else:
+                    obj.load_state_dict(saved)
+            return _unpack(skeleton["loop"], tensors)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+            raise UserError(f"{path}: the checkpoint does not fit this stage ({e.__class__.__name__}); it was "
+                            "written by other code or settings, delete the folder") from None
 
 
 def _state_of(obj: Any) -> Any:

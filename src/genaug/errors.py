@@ -10,3 +10,9 @@ class UserError(Exception):
     """A mistake the user can fix. The message is one line: what is wrong, where, and what to do."""
 
     exit_code = 2
+
+
+class Interrupted(UserError):
+    """The user stopped the run (Ctrl-C); the message says what was saved and how to resume."""
+
+    exit_code = 130  # the shell's convention for a run ended by SIGINT

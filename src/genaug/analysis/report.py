@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genaug import faults
 from genaug.analysis.stats import compare, holm, seed_summary, verdict
 from genaug.errors import UserError
 from genaug.study.store import MANIFEST, write_json_atomic, write_text_atomic
@@ -152,12 +153,26 @@ def summarize(data: dict, run: RunData) -> dict:
 # ---------------------------------------------------------------------------------------------- figures
 
 
+def _replace_when_written(path: Path, write) -> Path:
+    """write(temporary path) then rename into place: a killed report leaves no half-written figure."""
+    import os
+
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def _save_png(path: Path, picture: np.ndarray, scale: int) -> Path:
     from PIL import Image
 
     image = Image.fromarray(picture)
-    image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST).save(path)
-    return path
+    image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    return _replace_when_written(path, image.save)
+
+
+def save_figure(fig, path: Path) -> Path:
+    return _replace_when_written(path, lambda tmp: fig.savefig(tmp, dpi=110))
 
 
 def figure_losses(run: RunData, out: Path) -> list[tuple[Path, str]]:
@@ -184,7 +199,7 @@ def figure_losses(run: RunData, out: Path) -> list[tuple[Path, str]]:
                yscale="log")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "mae_training_loss.png", dpi=110)
+    save_figure(fig, out / "mae_training_loss.png")
     plt.close(fig)
     figures.append((out / "mae_training_loss.png", "MAE training loss: mean over seeds, band from the lowest to "
                     "the highest seed. Not comparable across conditions: a condition's loss includes its extra "
@@ -200,7 +215,7 @@ def figure_losses(run: RunData, out: Path) -> list[tuple[Path, str]]:
             ax.set(title=f"{step['params']['generator']} training loss", xlabel="optimiser step")
             ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / "generator_training_loss.png", dpi=110)
+        save_figure(fig, out / "generator_training_loss.png")
         plt.close(fig)
         figures.append((out / "generator_training_loss.png", "Generator training losses"))
     return figures
@@ -232,7 +247,7 @@ def figure_effects(summary: dict, out: Path) -> list[tuple[Path, str]]:
         ax.invert_yaxis()
         ax.set(title=f"{modality}: held-out MSE vs real", xlabel="% change, 95 % CI (left of 0 = better)")
     fig.tight_layout()
-    fig.savefig(out / "effects.png", dpi=110)
+    save_figure(fig, out / "effects.png")
     plt.close(fig)
     return [(out / "effects.png", "Relative change in held-out masked MSE against real, with 95 % intervals "
              "(hierarchical paired bootstrap); green: improvement, red: harm, grey: no detectable difference")]
@@ -268,7 +283,7 @@ def figure_sweep(summary: dict, out: Path) -> list[tuple[Path, str]]:
                ylabel="% change (95 % CI); below 0 = better")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "ratio_sweep.png", dpi=110)
+    save_figure(fig, out / "ratio_sweep.png")
     plt.close(fig)
     return [(out / "ratio_sweep.png", "Ratio sweep: each condition that adds images, trained with more or fewer of "
              "them (0 = real itself); points are relative changes in held-out masked MSE with 95 % intervals")]
@@ -601,6 +616,7 @@ def build_report(run_dir: Path) -> dict:
     blocks = sections(summary, figures, run)
     write_results_csv(run.root / "results.csv", rows)
     write_json_atomic(run.root / "summary.json", summary)
+    faults.point("report")
     write_text_atomic(run.root / "report.md", render_md(blocks, run.root))
     write_text_atomic(run.root / "report.html", render_html(blocks))
     return summary

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from genaug import faults
 from genaug.config import Config, to_toml
-from genaug.engine import Trainer, set_threads
+from genaug.engine import Trainer, clear_stop, request_stop, set_threads, stop_requested
+from genaug.errors import Interrupted
 from genaug.study.plan import Step, make_plan
+from genaug.study.resources import check_disk, disk_need, out_of_memory
 from genaug.study.stages import Context
 from genaug.study.store import Store, write_json_atomic, write_text_atomic
 
@@ -60,37 +67,79 @@ def plan_table(plan: list[Step], store: Store | None) -> Table:
 
 
 def run_study(cfg: Config, run_dir: Path, console: Console | None = None) -> Path:
-    """Build every missing stage output of `cfg` under `run_dir`, then the report. -> run_dir."""
+    """Build every missing stage output of `cfg` under `run_dir`, then the report. -> run_dir.
+
+    Holds the run directory's lock throughout. Ctrl-C stops after the current training step with a
+    checkpoint saved (a second Ctrl-C stops at once); the same command resumes.
+    """
     console = console or Console()
     started = time.time()
     plan = make_plan(cfg)  # first: a plan that cannot run (a missing pretrained model) leaves no run directory
     store = Store(run_dir)
-    set_threads(cfg.runtime)
-    console.print(plan_table(plan, store))
-    todo = [step for step in plan if not store.is_complete(store.root / step.folder)]
+    with store.locked() as note, stop_on_ctrl_c():
+        if note:
+            console.print(note)
+        set_threads(cfg.runtime)
+        console.print(plan_table(plan, store))
+        todo = [step for step in plan if not store.is_complete(store.root / step.folder)]
 
-    columns = (TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-    with Progress(*columns, console=console) as progress:
-        tasks = [progress.add_task(f"{step.stage} {step.name}", total=step.work, start=False, info="") for step in todo]
-        for step, task in zip(todo, tasks):
-            manifest = build_step(step, cfg, store, progress, task)
-            # One plain line per finished step: the record that stays in a log where bars cannot draw.
-            final = " ".join(f"{k} {v:.4g}" for k, v in manifest.items() if k in ("final_loss", "masked_mse"))
-            progress.console.print(f"done {step.stage} {step.name} in {manifest['seconds']:.1f} s {final}".rstrip())
+        columns = (TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+        with Progress(*columns, console=console) as progress:
+            tasks = [progress.add_task(f"{step.stage} {step.name}", total=step.work, start=False, info="")
+                     for step in todo]
+            for step, task in zip(todo, tasks):
+                if stop_requested():
+                    raise Interrupted(f"interrupted before {step.stage} {step.name}; every completed stage is kept; "
+                                      "run the same genaug command again to resume")
+                check_disk(store.root, f"{step.stage} {step.name}",
+                           disk_need(cfg, step.stage, step.params, images_written(cfg, step)))
+                manifest = build_step(step, cfg, store, progress, task)
+                # One plain line per finished step: the record that stays in a log where bars cannot draw.
+                final = " ".join(f"{k} {v:.4g}" for k, v in manifest.items() if k in ("final_loss", "masked_mse"))
+                progress.console.print(f"done {step.stage} {step.name} in {manifest['seconds']:.1f} s {final}".rstrip())
+                faults.point("stage")
 
-    # Only now does the run directory describe this study: a failed run leaves the last complete
-    # study's config, plan and report in place, consistent with each other.
-    write_text_atomic(store.root / "config.toml", to_toml(cfg))
-    write_json_atomic(store.root / PLAN_FILE, {"steps": [step.describe() for step in plan]})
-    write_json_atomic(store.root / PROVENANCE_FILE, provenance(cfg))
-    from genaug.analysis.report import build_report
+        # Only now does the run directory describe this study: a failed run leaves the last complete
+        # study's config, plan and report in place, consistent with each other.
+        write_text_atomic(store.root / "config.toml", to_toml(cfg))
+        write_json_atomic(store.root / PLAN_FILE, {"steps": [step.describe() for step in plan]})
+        write_json_atomic(store.root / PROVENANCE_FILE, provenance(cfg))
+        from genaug.analysis.report import build_report
 
-    summary = build_report(store.root)
+        summary = build_report(store.root)
     console.print(results_table(summary))
     console.print(f"{len(todo)} of {len(plan)} steps run in {time.time() - started:.0f} s; "
                   f"report: {store.root / 'report.html'}")
     return store.root
+
+
+def images_written(cfg: Config, step: Step) -> int:
+    """How many images a stage writes: its synthetic set, or nothing."""
+    if step.stage in ("ddpm", "cyclegan", "pix2pix", "vit_translator", "chain"):
+        return cfg.study.n_synthetic + max([0, *[round(r * cfg.data.n_train) for r in cfg.study.ratios]])
+    return 0
+
+
+@contextmanager
+def stop_on_ctrl_c():
+    """SIGINT asks every training loop to checkpoint and stop (`engine.request_stop`); a second one
+    interrupts at once. Only in the main thread, where Python delivers signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if stop_requested():
+            raise KeyboardInterrupt
+        request_stop()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        clear_stop()
 
 
 def build_step(step: Step, cfg: Config, store: Store, progress: Progress, task) -> dict:
@@ -115,13 +164,21 @@ def build_step(step: Step, cfg: Config, store: Store, progress: Progress, task) 
 
     with store.building(step.stage, step.name, step.key, {r: p.name for r, p in inputs.items()}) as (tmp, manifest):
         manifest["params"] = step.params
-        step.run(Context(
-            cfg=cfg, out=tmp, inputs=inputs, params=step.params, manifest=manifest, trainer=trainer,
-            advance=lambda completed: progress.update(task, completed=completed),
-            note=progress.console.print,
-        ))
+        try:
+            step.run(Context(
+                cfg=cfg, out=tmp, inputs=inputs, params=step.params, manifest=manifest, trainer=trainer,
+                advance=lambda completed: progress.update(task, completed=completed),
+                note=progress.console.print,
+            ))
+        except torch.OutOfMemoryError:
+            raise out_of_memory(cfg, label, step.stage) from None
         # how the time went: the compile decision, the first step (compiling included) and the rest
         manifest["timing"] = {made.log_path.name: made.timing for made in trainers}
+        notes = [note for made in trainers for note in made.notes]
+        if notes:
+            manifest["notes"] = notes
+        for note in notes:
+            progress.console.print(note)
         for made in trainers:
             if made.compiled:
                 progress.console.print(f"{label}: compiled {', '.join(made.compiled)}; first step "

@@ -26,6 +26,7 @@ from genaug.data.frames import Frames
 from genaug.data.selection import SETS
 from genaug.data.sources import open_source
 from genaug.engine import Trainer, resolve_device
+from genaug.errors import UserError
 
 
 
@@ -73,10 +74,15 @@ def run_split(ctx: Context) -> None:
 
 
 def load_split(folder: Path) -> dict[str, Frames]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    tensors = load_file(folder / "frames.safetensors")
-    meta = json.loads((folder / "split.json").read_text())
+    try:
+        tensors = load_file(folder / "frames.safetensors")
+        meta = json.loads((folder / "split.json").read_text())
+    except (OSError, ValueError, SafetensorError) as e:
+        raise UserError(f"{folder}: unreadable frames.safetensors or split.json ({e.__class__.__name__}); delete "
+                        "the folder and run again to rebuild it") from None
     return {
         name: Frames(meta["ids"][name], tensors.get(f"{name}.rgb"), tensors.get(f"{name}.thermal"), meta["night"][name])
         for name in SETS
@@ -308,7 +314,14 @@ class MAEPredictor:
         logging.disable_progress_bar()
         from genaug.mae import Normalizer
 
-        self.model = ViTMAEForPreTraining.from_pretrained(folder).to(device).eval()
+        from safetensors import SafetensorError
+
+        try:
+            self.model = ViTMAEForPreTraining.from_pretrained(folder, use_safetensors=True, local_files_only=True)
+        except (OSError, ValueError, SafetensorError) as e:
+            raise UserError(f"{folder}: the MAE's weights do not load ({e.__class__.__name__}); delete its stage "
+                            "folder and run again to retrain it") from None
+        self.model = self.model.to(device).eval()
         self.normalizer = Normalizer.load(folder)
 
     def __call__(self, images: torch.Tensor, noise: torch.Tensor, patch: int, mask_ratio: float):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,7 @@ from genaug.errors import UserError
 
 FORMAT_VERSION = 2  # bump when a stage's files change meaning; older folders are then rebuilt
 MANIFEST = "manifest.json"
+LOCK = ".lock"  # "<pid> <host>" of the genaug run building this directory
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -47,6 +49,42 @@ class Store:
         except OSError as e:
             raise UserError(f"{run_dir}: cannot create the run directory ({e.strerror}); choose another --out") from None
         self.root = run_dir
+
+    @contextmanager
+    def locked(self) -> Iterator[str | None]:
+        """Hold RUN_DIR/.lock while a run builds here; yields a note when a stale lock was taken over.
+
+        A lock whose process is alive on this host refuses the second run with its PID; one whose
+        process is gone (a killed run) is taken over. A lock from another host cannot be checked and
+        is refused, naming the file to delete once that run is known to be over.
+        """
+        path = self.root / LOCK
+        me, note = f"{os.getpid()} {socket.gethostname()}", None
+        while True:
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                break
+            except FileExistsError:
+                holder = _read_lock(path)
+                if holder is None:  # vanished or half-written: try again
+                    path.unlink(missing_ok=True)
+                    continue
+                pid, host = holder
+                if host != socket.gethostname():
+                    raise UserError(f"{self.root}: a genaug run on host {host} (PID {pid}) holds {path}; delete that "
+                                    "file if that run is over") from None
+                if _alive(pid):
+                    raise UserError(f"{self.root}: another genaug run (PID {pid}) is building this run directory; "
+                                    f"wait for it to finish or stop it (kill {pid})") from None
+                path.unlink(missing_ok=True)
+                note = f"took over the lock of PID {pid}, which is no longer running"
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        try:
+            yield note
+        finally:
+            if _read_lock(path) == (os.getpid(), socket.gethostname()):
+                path.unlink(missing_ok=True)
 
     def path(self, stage: str, name: str, key: str) -> Path:
         return self.root / stage / f"{name}-{key}"
@@ -86,3 +124,21 @@ class Store:
         manifest["seconds"] = round(time.time() - started, 2)
         write_json_atomic(final / MANIFEST, manifest)
         shutil.rmtree(self.checkpoints(stage, name, key), ignore_errors=True)
+
+
+def _read_lock(path: Path) -> tuple[int, str] | None:
+    try:
+        pid, host = path.read_text().split(maxsplit=1)
+        return int(pid), host.strip()
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
