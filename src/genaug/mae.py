@@ -54,8 +54,8 @@ SCRATCH = "scratch"
 # What ViTImageProcessor (and facebook/vit-mae-base's preprocessor_config.json) uses.
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
-                "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")  # genaug never unpickles a .bin
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 # ------------------------------------------------------------------------------------ pretrained weights
@@ -92,8 +92,12 @@ def locate(init: str) -> Path:
                             f"Face cache {constants.HF_HUB_CACHE}); {_use_scratch(init)}")
         folder = Path(found).parent
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
-        raise UserError(f"mae.init = '{init}' has a config.json but no weights ({WEIGHT_FILES[0]} or "
-                        f"{WEIGHT_FILES[2]}) in {folder}; {_use_scratch(init)}")
+        if any((folder / name).is_file() for name in PICKLED_WEIGHTS):
+            raise UserError(f"mae.init = '{init}' has only {PICKLED_WEIGHTS[0]} (a pickle) in {folder}; genaug loads "
+                            "safetensors only: save the model again with save_pretrained (safetensors is its "
+                            "default) or download the hub's model.safetensors")
+        raise UserError(f"mae.init = '{init}' has a config.json but no weights ({WEIGHT_FILES[0]}) in {folder}; "
+                        f"{_use_scratch(init)}")
     return folder
 
 
@@ -270,9 +274,16 @@ def build(cfg: MAEConfig, image_size: int, channels: int):
         restore_sincos_init(model)
         return model
     check_init(cfg, image_size, channels)
-    model = ViTMAEForPreTraining.from_pretrained(
-        locate(cfg.init), local_files_only=True, dtype=torch.float32, attn_implementation="sdpa",
-        mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss)
+    from safetensors import SafetensorError
+
+    try:
+        model = ViTMAEForPreTraining.from_pretrained(
+            locate(cfg.init), local_files_only=True, use_safetensors=True, dtype=torch.float32,
+            attn_implementation="sdpa", mask_ratio=cfg.mask_ratio, norm_pix_loss=cfg.norm_pix_loss)
+    except (OSError, ValueError, SafetensorError) as e:
+        reason = str(e).splitlines()[0][:120] if str(e) else "unreadable"
+        raise UserError(f"mae.init = '{cfg.init}': its weights do not load ({e.__class__.__name__}: {reason}); "
+                        "save or download them again") from None
     fit_to_size(model, image_size)
     return model
 

@@ -85,9 +85,11 @@ def _make_hf_backbone(space: str, device):
     from torch import nn
     from transformers import AutoImageProcessor, AutoModel
 
+    from safetensors import SafetensorError
+
     try:
-        model = AutoModel.from_pretrained(space, local_files_only=True)
-    except (OSError, ValueError) as e:
+        model = AutoModel.from_pretrained(space, local_files_only=True, use_safetensors=True)
+    except (OSError, ValueError, SafetensorError) as e:
         raise UserError(
             f"quality.feature_space = {space!r} is neither 'random-conv' nor a transformers image model "
             f"found locally ({type(e).__name__}); download it first (huggingface-cli download {space}) "

@@ -144,8 +144,17 @@ def sample(pipeline_dir: Path, n: int, sampler: str, steps: int, batch_size: int
     import diffusers
 
     diffusers.utils.logging.disable_progress_bar()  # our own progress bar counts the images
+    from safetensors import SafetensorError
+
+    from genaug.errors import UserError
+
     cuda = torch.device(device).type == "cuda"
-    pipeline = diffusers.DDPMPipeline.from_pretrained(pipeline_dir, torch_dtype=torch.bfloat16 if cuda else None)
+    try:
+        pipeline = diffusers.DDPMPipeline.from_pretrained(pipeline_dir, use_safetensors=True,
+                                                          torch_dtype=torch.bfloat16 if cuda else None)
+    except (OSError, ValueError, SafetensorError) as e:
+        raise UserError(f"{pipeline_dir}: the DDPM pipeline does not load ({e.__class__.__name__}); genaug reads "
+                        "safetensors weights only; train it again") from None
     cls_name, extra = SAMPLERS[sampler]
     scheduler = getattr(diffusers, cls_name).from_config(pipeline.scheduler.config, **extra)
     unet = pipeline.unet.to(device).eval()

@@ -136,7 +136,7 @@ def _load_pretrained(init: str):
 
     folder = Path(init).expanduser()
     source = str(folder) if folder.is_dir() else init  # transformers does not expand "~"
-    return ViTModel.from_pretrained(source, local_files_only=True, add_pooling_layer=False)
+    return ViTModel.from_pretrained(source, local_files_only=True, use_safetensors=True, add_pooling_layer=False)
 
 
 def _check_pretrained(encoder, init: str, in_channels: int, image_size: int) -> None:
@@ -152,12 +152,14 @@ def _check_pretrained(encoder, init: str, in_channels: int, image_size: int) -> 
 
 def build_encoder(cfg: VitTranslatorConfig, in_channels: int, image_size: int):
     """-> (ViTModel, init_used, pixel_mean, pixel_std); mean / std None = 0.5. Never touches the network."""
+    from safetensors import SafetensorError
+
     init, encoder = cfg.init, None
     if init == "auto":
         if _local_checkpoint(AUTO_CHECKPOINT):
             try:
                 encoder = _load_pretrained(AUTO_CHECKPOINT)
-            except (OSError, ValueError):  # only partly cached: as good as absent
+            except (OSError, ValueError, SafetensorError):  # only partly cached (or no safetensors): as good as absent
                 pass
         init = "scratch" if encoder is None else AUTO_CHECKPOINT
     if init == "scratch":
@@ -169,7 +171,7 @@ def build_encoder(cfg: VitTranslatorConfig, in_channels: int, image_size: int):
             raise UserError(f"vit_translator.init = '{init}': no such folder or locally cached hub model; {fix}")
         try:
             encoder = _load_pretrained(init)
-        except (OSError, ValueError) as e:  # there, but incomplete or not a ViT checkpoint
+        except (OSError, ValueError, SafetensorError) as e:  # there, but incomplete, pickled or not a ViT
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise UserError(f"vit_translator.init = '{init}': cannot load it ({reason}); {fix}") from None
     _check_pretrained(encoder, init, in_channels, image_size)
