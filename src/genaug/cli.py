@@ -28,7 +28,7 @@ def user_errors(fn):
             return fn(*args, **kwargs)
         except UserError as e:
             typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(UserError.exit_code) from None
+            raise typer.Exit(e.exit_code) from None
 
     return wrapper
 
@@ -91,9 +91,41 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory written by 
 
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run directory")
+    _check_run_format(run_dir)
     summary = build_report(run_dir)
     Console().print(results_table(summary))
     typer.echo(f"report: {run_dir / 'report.html'}")
+
+
+def _check_run_format(run_dir: Path) -> None:
+    """Refuse, rather than misread, a run directory whose plan or stage manifests this genaug cannot read:
+    a damaged plan.json, or stage outputs written by another version (store.FORMAT_VERSION)."""
+    import json
+
+    from genaug.study.runner import PLAN_FILE
+    from genaug.study.store import FORMAT_VERSION, MANIFEST
+
+    plan = run_dir / PLAN_FILE
+    if not plan.is_file():
+        return  # the report names what is missing
+    try:
+        folders = [step["folder"] for step in json.loads(plan.read_text())["steps"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{plan}: unreadable ({e.__class__.__name__}); write it again with `genaug run "
+                        f"{run_dir / 'config.toml'}` (complete stages are reused)") from None
+    for folder in folders:
+        manifest = run_dir / folder / MANIFEST
+        if not manifest.is_file():
+            continue  # the report names the incomplete stage
+        try:
+            version = json.loads(manifest.read_text()).get("format_version")
+        except (OSError, ValueError, AttributeError) as e:
+            raise UserError(f"{manifest}: unreadable ({e.__class__.__name__}); delete {run_dir / folder} and "
+                            f"rebuild it with `genaug run {run_dir / 'config.toml'}`") from None
+        if version != FORMAT_VERSION:
+            raise UserError(f"{manifest}: format_version {version}, written by another genaug (this one reads "
+                            f"{FORMAT_VERSION}); rebuild it with `genaug run {run_dir / 'config.toml'}`, or use "
+                            "the genaug that wrote it")
 
 
 @data_app.command("scenes")

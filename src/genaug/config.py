@@ -32,8 +32,9 @@ Condition = Literal["real", "real+gen", "real-x2", "real+classic", "real+real", 
 
 
 class Strict(BaseModel):
-    # strict: `steps = true` or `attention = "yes"` is an error, not a silent 1 or True
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+    # strict: `steps = true` or `attention = "yes"` is an error, not a silent 1 or True; nan and inf are
+    # never a setting (lr = inf would only fail inside a stage)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
 
 Seed = Annotated[int, Field(ge=0, lt=2**31)]
@@ -131,7 +132,8 @@ class DDPMConfig(Strict):
 
     preset: Literal["small", "tiny", "paper"] = Field(
         "small", description="fills every ddpm key left out: tiny, small (CPU minutes), paper (the seed's)")
-    block_out_channels: list[int] = Field([32, 64, 128], min_length=2, description="UNet width per level")
+    block_out_channels: list[Annotated[int, Field(ge=1)]] = Field([32, 64, 128], min_length=2,
+                                                                  description="UNet width per level")
     layers_per_block: int = Field(1, ge=1, le=4)
     attention_levels: list[int] = Field(
         [-1], description="levels with self-attention: 0 = full resolution, -1 = the lowest; [] = none")
@@ -164,7 +166,7 @@ class DDPMConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("preset") in DDPM_PRESETS:
+        if isinstance(data, dict) and isinstance(data.get("preset"), str) and data["preset"] in DDPM_PRESETS:
             data = {**DDPM_PRESETS[data["preset"]], **data}
         return data
 
@@ -310,6 +312,9 @@ class RuntimeConfig(Strict):
     checkpoint_every: int = Field(500, ge=0, description="optimiser steps between resumable checkpoints "
                                   "(0 = none); a re-run resumes a stage from its latest one")
     checkpoints_total_limit: int = Field(2, ge=1, description="checkpoints kept per stage; older ones deleted")
+    on_nonfinite: Literal["stop", "rollback"] = Field(
+        "stop", description="a non-finite training loss: stop and name the last good checkpoint, or go back to "
+        "that checkpoint once with every learning rate halved (what GAN practice does by hand)")
     # torch.compile costs a minute or more the first time a network's graph is built (seconds when
     # inductor's cache already has it) and saves 20-40 % of every step after: on the CPU and in short
     # runs it does not repay itself.
@@ -353,9 +358,10 @@ class Config(Strict):
                 raise ValueError(f"{key} = {values} repeats an entry; list each once")
         if len(set(study.ratios)) != len(study.ratios):
             raise ValueError(f"study.ratios = {study.ratios} repeats an entry; list each once")
-        if study.ratios and round(max(study.ratios) * d.n_train) > study.n_synthetic:
+        extra = _rounded_product(max(study.ratios), d.n_train) if study.ratios else 0
+        if extra > study.n_synthetic:
             raise ValueError(f"study.ratios up to {max(study.ratios)} need round({max(study.ratios)} x data.n_train) = "
-                             f"{round(max(study.ratios) * d.n_train)} extra images, but study.n_synthetic = "
+                             f"{extra} extra images, but study.n_synthetic = "
                              f"{study.n_synthetic} are made; raise n_synthetic or lower the ratios")
         others = [c for c in study.conditions if c != "real"]
         if others and "real" not in study.conditions:
@@ -379,6 +385,14 @@ class Config(Strict):
                     for part in parts:
                         _check_generator(self, part)
         return self
+
+
+def _rounded_product(ratio: float, n: int) -> float:
+    """round(ratio x n), or inf where that is beyond a float (a huge ratio or n_train): never OverflowError."""
+    try:
+        return round(ratio * n)
+    except OverflowError:
+        return float("inf")
 
 
 def _check_generator(cfg: Config, name: str) -> None:
@@ -450,8 +464,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
                             "give a TOML config") from None
     try:
         raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
+    except ValueError as e:  # TOMLDecodeError, or an integer too long to convert
         raise UserError(f"{origin}: not valid TOML ({e}); fix the file") from None
+    except RecursionError:
+        raise UserError(f"{origin}: not valid TOML (arrays or tables nested too deeply); fix the file") from None
     set_keys = [apply_override(raw, item) for item in overrides]
     return validate(raw, origin, set_keys)
 
@@ -464,14 +480,17 @@ def apply_override(raw: dict, item: str) -> str:
         raise UserError(f"--set {item!r}: expected key=value, e.g. --set mae.steps=200")
     try:
         parsed = tomllib.loads(f"v = {value.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (ValueError, RecursionError):  # TOMLDecodeError, an integer too long, nesting too deep
         parsed = value.strip()
+        if parsed[:1] in ("[", "{", '"', "'"):  # meant as a TOML list, table or string, but broken
+            raise UserError(f"--set {item!r}: {parsed!r} is not a valid TOML value (unclosed?); fix it, "
+                            "e.g. --set 'study.seeds=[0, 1]'") from None
     node = raw
     parts = key.split(".")
     for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise UserError(f"--set {item!r}: '{'.'.join(parts[: i + 1])}' is a value, not a table")
+            raise UserError(f"--set {item!r}: {'.'.join(parts[: i + 1])!r} is a value, not a table")
         node = child
     node[parts[-1]] = parsed
     return key
@@ -498,7 +517,7 @@ def describe_error(e: ValidationError) -> str:
     if first["type"] == "extra_forbidden":
         hint = _closest_key(loc)
         hint = f"; did you mean '{hint}'?" if hint else "; remove it"
-        return f"unknown key '{key}'{hint}{more}"
+        return f"unknown key {key!r}{hint}{more}"
     if not loc:  # a cross-key check: its message names the keys itself
         return first["msg"].removeprefix("Value error, ") + more
     value = first.get("input")

@@ -8,12 +8,14 @@ deleting it only costs decoding time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
 
 from genaug.config import DataConfig, stage_key
 from genaug.data.frames import FrameRef, Frames
+from genaug.errors import UserError
 
 
 def cache_dir() -> Path:
@@ -45,13 +47,28 @@ def load_cached(source, refs: list[FrameRef], data: DataConfig, seed: int, modal
         try:
             tensors = load_file(path)
             meta = json.loads((path.with_suffix(".json")).read_text())
-            return Frames(meta["ids"], tensors.get("rgb"), tensors.get("thermal"), meta["night"]), True
-        except (OSError, SafetensorError, ValueError, KeyError):
-            pass  # a damaged cache entry is decoded again and overwritten
+            ids = [ref.id for ref in refs]
+            if (meta["ids"] == ids and len(meta["night"]) == len(ids)
+                    and all(m in tensors and len(tensors[m]) == len(ids) for m in modalities)):
+                return Frames(meta["ids"], tensors.get("rgb"), tensors.get("thermal"), meta["night"]), True
+        except (OSError, SafetensorError, ValueError, KeyError, TypeError):
+            pass  # a damaged cache entry (unreadable, or not the set it is keyed by) is decoded again and overwritten
     frames = source.load(refs)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    save_file({m: frames.modality(m).contiguous() for m in modalities}, tmp)
-    path.with_suffix(".json").write_text(json.dumps({"ids": frames.ids, "night": frames.night}))
-    os.replace(tmp, path)  # the tensors land last: a visible .safetensors always has its ids beside it
+    tmp_ids = path.with_name(f".{path.stem}.{os.getpid()}.json")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({m: frames.modality(m).contiguous() for m in modalities}, tmp)
+        tmp_ids.write_text(json.dumps({"ids": frames.ids, "night": frames.night}))
+        os.replace(tmp_ids, path.with_suffix(".json"))
+        os.replace(tmp, path)  # the tensors land last: a visible .safetensors always has its ids beside it
+    except (OSError, SafetensorError) as e:
+        for leftover in (tmp, tmp_ids):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        folder = cache_dir()
+        where = f"GENAUG_CACHE = '{folder}'" if os.environ.get("GENAUG_CACHE") else f"the frame cache {folder}"
+        reason = getattr(e, "strerror", None) or f"{e.__class__.__name__}: {e}".splitlines()[0]
+        raise UserError(f"{where}: cannot write decoded frames there ({reason}); point GENAUG_CACHE at a writable "
+                        "folder with free space") from None
     return frames, False

@@ -11,6 +11,7 @@ a missing partner (`data.missing`: stop, or skip and count). 16-bit thermal is s
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -150,6 +151,12 @@ def _check_folder(folder: Path, label: str) -> None:
         raise UserError(f"{label}: no such folder; set it to an existing folder of images")
     if not folder.is_dir():
         raise UserError(f"{label}: is a file, not a folder; set it to the folder holding the images")
+    try:
+        with os.scandir(folder):
+            pass
+    except OSError as e:
+        raise UserError(f"{label}: cannot list the folder ({e.strerror}); make it readable (chmod u+rx) or "
+                        "choose another folder") from None
 
 
 def _images(folder: Path) -> tuple[dict[str, Path], dict[str, list[Path]]]:

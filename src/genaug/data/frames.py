@@ -66,14 +66,24 @@ def check_unique(frames: list[FrameRef], where: str) -> None:
 def load_files(refs: list[FrameRef], data: DataConfig, modalities: tuple[str, ...],
                thermal_16bit: str = "full") -> Frames:
     """Decode image files into a fitted uint8 set; a corrupt or truncated file is a UserError naming it."""
-    size, resize = data.image_size, data.resize
     rgb = thermal = None
     if "rgb" in modalities:
-        rgb = to_tensor(np.stack([fit_square(read_rgb(ref.rgb), size, resize) for ref in refs]))
+        rgb = to_tensor(np.stack([_fit(read_rgb(ref.rgb), ref.rgb, data) for ref in refs]))
     if "thermal" in modalities:
-        arrays = [fit_square(read_thermal(ref.thermal, thermal_16bit)[0], size, resize) for ref in refs]
+        arrays = [_fit(read_thermal(ref.thermal, thermal_16bit)[0], ref.thermal, data) for ref in refs]
         thermal = with_channels(to_tensor(np.stack(arrays)), data.thermal_channels)
     return Frames([ref.id for ref in refs], rgb, thermal, [ref.night for ref in refs])
+
+
+def _fit(image: np.ndarray, path: Path, data: DataConfig) -> np.ndarray:
+    """fit_square, refusing to upscale: an image smaller than data.image_size is a UserError naming it."""
+    h, w = image.shape[:2]
+    side = max(w, h) if data.resize == "pad" else min(w, h)  # the side the policy scales to image_size
+    if side < data.image_size:
+        raise UserError(f"{path}: {w}x{h} is smaller than data.image_size = {data.image_size} (data.resize = "
+                        f"'{data.resize}' would upscale its {side}-pixel side); lower data.image_size to at most "
+                        f"{side} or remove the image")
+    return fit_square(image, data.image_size, data.resize)
 
 
 def with_channels(thermal: torch.Tensor, channels: int) -> torch.Tensor:

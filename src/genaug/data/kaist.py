@@ -206,6 +206,10 @@ class KaistSource:
             overlap = sum(r.id in test_ids for r in train)
             if overlap:  # a test frame in the pool or an MAE training set would flatter the evaluation
                 train = [r for r in train if r.id not in test_ids]
+                if not train:
+                    raise UserError(f"data.kaist.test_split = '{cfg.test_split}' holds all {overlap} training frames "
+                                    f"selected by {_filters(cfg)} (test/train leakage); choose a test split "
+                                    "disjoint from the training frames")
                 notes.append(f"{overlap} frames of the test split were left out of the training frames")
 
         skipped: list[str] = []
