@@ -582,3 +582,20 @@ def test_non_finite_loss(produced):
     result = invoke("run", "--out", produced.dir, *sets(*NANO, "mae.lr=1e30"))
     assert_user_error(result, "thermal-real-seed0", "non-finite")
     produced.intact()
+
+
+def test_out_of_gpu_memory_names_the_batch_size(produced, monkeypatch):
+    """CUDA's out-of-memory error (raised here from the MAE's forward: no GPU needed) is answered with the
+    batch-size key and value that failed, and the stages built before are kept."""
+    import torch
+
+    from genaug import mae
+
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(mae, "train", no_memory)
+    result = invoke("run", "--out", produced.dir, *sets(*NANO, "mae.steps=6", "mae.batch_size=6"))
+    assert_user_error(result, "mae thermal-real-seed0", "CUDA ran out of memory at mae.batch_size = 6",
+                      "--set mae.batch_size=3")
+    produced.intact()
