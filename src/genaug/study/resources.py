@@ -22,8 +22,20 @@ BATCH_KEYS = {
 }
 
 
+_counted: dict[tuple, int] = {}
+
+
 def parameter_count(cfg: Config, stage: str, channels: int) -> int:
-    """Parameters of the networks a stage trains, counted on the meta device (nothing allocated)."""
+    """Parameters of the networks a stage trains, counted on the meta device (nothing allocated); counted
+    once per architecture, since a study has many runs of each."""
+    section = getattr(cfg, stage, None)
+    key = (stage, channels, cfg.data.image_size, section.model_dump_json() if section is not None else "")
+    if key not in _counted:
+        _counted[key] = _count(cfg, stage, channels)
+    return _counted[key]
+
+
+def _count(cfg: Config, stage: str, channels: int) -> int:
     size = cfg.data.image_size
     with torch.device("meta"):
         if stage == "mae":

@@ -115,10 +115,8 @@ def run_study(cfg: Config, run_dir: Path, console: Console | None = None) -> Pat
 
 
 def images_written(cfg: Config, step: Step) -> int:
-    """How many images a stage writes: its synthetic set, or nothing."""
-    if step.stage in ("ddpm", "cyclegan", "pix2pix", "vit_translator", "chain"):
-        return cfg.study.n_synthetic + max([0, *[round(r * cfg.data.n_train) for r in cfg.study.ratios]])
-    return 0
+    """How many images a stage writes: its synthetic set (the ratio sweep draws from it), or nothing."""
+    return cfg.study.n_synthetic if step.stage in ("ddpm", "cyclegan", "pix2pix", "vit_translator", "chain") else 0
 
 
 @contextmanager
