@@ -46,7 +46,8 @@ def main():
         command += ["--set", item]
     report("command", argv=command[1:])
     began = time.perf_counter()
-    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH", "")) if p)
+    done = subprocess.run(command, env={**os.environ, "PYTHONPATH": path})
     wall = time.perf_counter() - began
     seconds, counts, compiled = collections.Counter(), collections.Counter(), []
     for manifest in run_dir.glob("*/*/manifest.json"):
