@@ -11,6 +11,15 @@ same checkpoint folder resumes: same weights, same data order, same random numbe
 stopped. It also decides what is compiled (`Trainer.compile`, `runtime.compile`) and where training
 sets live (`Trainer.resident`, `runtime.resident_data`), and times the run (`Trainer.timing`).
 
+Data-parallel (`accelerate launch` / `torchrun`, see genaug.distributed): the same loop runs in every
+process. The Accelerator wraps the models in DDP, every `*.batch_size` is the global batch (each
+`Trainer.batches` sampler keeps this process's slice of it) and learning rates are as configured. The
+processes exchange their losses only where a single process would read them anyway (log and
+checkpoint steps): logged rows and per-step losses are means over the processes, a non-finite loss
+or a Ctrl-C is decided there on those shared values so that every process stops (or rolls back) at
+the same step, and only the main process writes the log file and checkpoints (each process reads the
+one the main process picked). With one process nothing of this runs: the loop is the one above.
+
 A checkpoint is a folder `checkpoint-<step>/` holding `tensors.safetensors` (every tensor of the
 state) and `state.json` (everything else, with each tensor's key in its place); it is written under
 a temporary name and renamed, so a half-written one is never read. Nothing is pickled.
@@ -28,7 +37,7 @@ from typing import Any, Callable
 
 import torch
 
-from genaug import faults
+from genaug import distributed, faults
 from genaug.config import RuntimeConfig
 from genaug.errors import Interrupted, UserError
 
@@ -52,9 +61,15 @@ class Trainer:
     def __init__(self, runtime: RuntimeConfig, steps: int, log_path: Path, label: str,
                  on_step: OnStep | None = None, checkpoint_dir: Path | None = None):
         from accelerate import Accelerator
+        from accelerate.utils import DataLoaderConfiguration
 
         device = resolve_device(runtime)
-        self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision="bf16" if device == "cuda" else "no")
+        self.rank, self.world, self.main = distributed.rank(), distributed.world_size(), distributed.is_main()
+        distributed.init()  # several processes: join the group before the Accelerator looks for one
+        # split_batches: the configured batch is the global one, so a schedule steps once per optimiser
+        # step, not once per process (accelerate's default assumes per-process batches)
+        self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision="bf16" if device == "cuda" else "no",
+                                       dataloader_config=DataLoaderConfiguration(split_batches=True))
         self.device = self.accelerator.device
         self.steps = steps
         self.log_every = runtime.log_every
@@ -68,7 +83,8 @@ class Trainer:
         self.rolled_back = False
         self.notes: list[str] = []  # what the run directory's manifest and the console should say
         self.compiled: list[str] = []
-        self.timing: dict[str, Any] = {}  # after fit: compile decision, first and steady step times
+        self.timing: dict[str, Any] = {}  # after fit: compile decision, first and steady step times, batch rule
+        self.samplers: list = []  # every `batches` sampler, for the batch rule in `timing`
 
     @property
     def cuda(self) -> bool:
@@ -98,10 +114,15 @@ class Trainer:
         return torch.compile(module)
 
     def batches(self, images: torch.Tensor, seed: int, augment):
-        """A `BatchSampler` of uint8 `images` for this device, resident there when `resident` says so."""
+        """A `BatchSampler` of uint8 `images` for this device, resident there when `resident` says so.
+        Called with the global batch size, it returns this process's share of the batch."""
         from genaug.data.images import BatchSampler
 
-        return BatchSampler(images, self.device, seed, augment, resident=self.resident(images))
+        section = self.label.split(" ", 1)[0]  # the runner's labels start with the stage: its config section
+        sampler = BatchSampler(images, self.device, seed, augment, resident=self.resident(images),
+                               rank=self.rank, world=self.world, batch_key=f"{section}.batch_size")
+        self.samplers.append(sampler)
+        return sampler
 
     def resident(self, images: torch.Tensor) -> bool:
         """Keep uint8 `images` in the training device's memory? (`runtime.resident_data`)"""
@@ -131,14 +152,21 @@ class Trainer:
         step and the last good checkpoint, or with `runtime.on_nonfinite = "rollback"` goes back to that
         checkpoint once with every learning rate halved. After Ctrl-C (`request_stop`) it saves a
         checkpoint at the current step and raises `Interrupted`.
+
+        Under several processes the losses are averaged over them at log and checkpoint steps (the only
+        points where they meet); the non-finite check and a Ctrl-C act there, in every process at once.
         """
         checkpoints = self.checkpoints if state is not None else Checkpoints(None, 0, 1)
         state = {**(state or {}), "global_rng": GlobalRNG()}
         loop = self._restore(checkpoints, state, checkpoints.latest())
         self.resumed_from = loop["step"] or None
+        if self.resumed_from:
+            self.timing["resumed_from"] = self.resumed_from
         clock = time.perf_counter()
         first = clock
         i = start = loop["step"]
+        multi = self.world > 1
+        pending = 0  # several processes: this many latest per-step losses are still this process's own
         while i < self.steps:
             i += 1
             for name, value in step(i - 1).items():
@@ -151,6 +179,13 @@ class Trainer:
                 self._synchronize()
                 first = time.perf_counter()
                 self.timing["first_step_s"] = round(first - clock, 3)
+            stopping = _stop_requested
+            if multi:
+                pending += 1
+                stopping = False  # a Ctrl-C counts where the processes meet, so that all of them stop there
+                if i % self.log_every == 0 or i == self.steps or checkpoints.due(i, self.steps):
+                    stopping = self._share_losses(loop, pending)
+                    pending = 0
             if i % self.log_every == 0 or i == self.steps:
                 row = {"step": i, **{k: (v / loop["since_log"]).item() for k, v in loop["sums"].items()}}
                 bad = [k for k, v in row.items() if not math.isfinite(v)]
@@ -161,11 +196,14 @@ class Trainer:
                 self._log(row)
                 loop["history"].append(row)
                 loop["sums"], loop["since_log"] = {}, 0
-            if checkpoints.due(i, self.steps) or (_stop_requested and checkpoints.folder is not None):
-                checkpoints.save(i, state, {**loop, "step": i, "per_step": _stacked(loop["per_step"]),
-                                            "rolled_back": self.rolled_back})
+            if checkpoints.due(i, self.steps) or (stopping and checkpoints.folder is not None):
+                if self.main:
+                    checkpoints.save(i, state, {**loop, "step": i, "per_step": _stacked(loop["per_step"]),
+                                                "rolled_back": self.rolled_back})
+                if multi:  # none goes on (or exits) before the checkpoint is complete
+                    distributed.barrier()
             self.on_step(i, loop["history"][-1] if loop["history"] else {})
-            if _stop_requested:
+            if stopping:
                 where = (f"a checkpoint at step {i} is in {checkpoints.folder}" if checkpoints.folder is not None
                          else "this stage keeps no checkpoints and restarts")
                 raise Interrupted(f"interrupted: {self.label} stopped at step {i} of {self.steps}; {where}; "
@@ -173,12 +211,41 @@ class Trainer:
         self.step_losses = {k: v.cpu().tolist() for k, v in _stacked(loop["per_step"]).items()}
         if self.steps - start > 1:  # mean of the steps after the first, checkpoint writes included
             self.timing["steady_step_s"] = round((time.perf_counter() - first) / (self.steps - start - 1), 5)
+        self._note_batch_rule()
         return loop["history"]
+
+    def _share_losses(self, loop: dict, pending: int) -> bool:
+        """Several processes: replace the `pending` latest per-step losses (each process's own) by their
+        means over the processes, and the running sums with them; -> whether any process was asked to
+        stop. One small all-reduce of CPU values (the losses are read on the host here anyway)."""
+        names = list(loop["per_step"])  # the same names in the same order in every process
+        local = [torch.stack(loop["per_step"][name][-pending:]).cpu() for name in names]
+        flag = torch.tensor([1.0 if _stop_requested else 0.0])
+        shared = distributed.all_reduce_mean(torch.cat([*local, flag]))
+        for name, values in zip(names, shared[:-1].split(pending)):
+            loop["per_step"][name][-pending:] = list(values.to(self.device).unbind())
+            if loop["since_log"]:
+                loop["sums"][name] = torch.stack(loop["per_step"][name][-loop["since_log"]:]).sum()
+        return bool(shared[-1] > 0)
+
+    def _note_batch_rule(self) -> None:
+        """The batch rule, once per stage, for its manifest: the configured batch is the global one."""
+        batches = [s.global_batch for s in self.samplers if s.global_batch is not None]
+        self.timing["processes"] = self.world
+        if batches:
+            self.timing["global_batch"] = batches[0]
+            self.timing["per_process_batch"] = batches[0] // self.world
+            self.timing["batch_rule"] = ("*.batch_size is the global batch, split equally across the processes; "
+                                         "learning rates as configured")
 
     def _restore(self, checkpoints: Checkpoints, state: dict[str, Any], path: Path | None) -> dict:
         """The loop's own state from checkpoint `path` (restoring `state` too), or a fresh one; the log
-        file is rewritten to the history it holds (rows logged after it are about to be redone)."""
+        file is rewritten to the history it holds (rows logged after it are about to be redone).
+        Several processes all restore the checkpoint the main process names."""
         loop = {"step": 0, "history": [], "since_log": 0, "sums": {}, "per_step": {}}
+        if self.world > 1:
+            name = distributed.broadcast_object(path.name if path is not None else None)
+            path = checkpoints.folder / name if name is not None else None
         if path is not None:
             saved = checkpoints.load(path, state, self.device)
             loop.update(step=saved["step"], history=saved["history"], since_log=saved["since_log"],
@@ -187,10 +254,15 @@ class Trainer:
                         # sync): the per-epoch means some statistics need come from these
                         per_step={k: list(v.to(self.device).unbind()) for k, v in saved.get("per_step", {}).items()})
             self.rolled_back = self.rolled_back or saved.get("rolled_back", False)  # once per stage, across resumes
-        self.log_path.write_text("".join(json.dumps(r) + "\n" for r in loop["history"]))
+        if self.main:
+            self.log_path.write_text("".join(json.dumps(r) + "\n" for r in loop["history"]))
+        if self.world > 1:  # every process has read the checkpoint before the main one may replace it
+            distributed.barrier()
         return loop
 
     def _log(self, row: dict[str, float]) -> None:
+        if not self.main:
+            return
         with open(self.log_path, "a") as log:
             log.write(json.dumps(row) + "\n")
 
@@ -236,8 +308,10 @@ def stop_requested() -> bool:
 
 
 def halve_learning_rates(state: dict[str, Any]) -> None:
-    """Every optimiser's learning rate (and every schedule's base rate, which sets it next step) x 0.5."""
+    """Every optimiser's learning rate (and every schedule's base rate, which sets it next step) x 0.5.
+    A schedule prepared by accelerate is a wrapper: its own schedule's base rates are the ones halved."""
     for obj in state.values():
+        obj = getattr(obj, "scheduler", obj)  # accelerate's AcceleratedScheduler keeps no base_lrs itself
         if isinstance(obj, torch.optim.Optimizer):
             for group in obj.param_groups:
                 group["lr"] *= 0.5
@@ -333,7 +407,7 @@ class Checkpoints:
                 if isinstance(obj, torch.Generator):
                     obj.set_state(saved)
                 else:
-                    obj.load_state_dict(saved)
+                    _unwrapped(obj).load_state_dict(saved)
             return _unpack(skeleton["loop"], tensors)
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
             raise UserError(f"{path}: the checkpoint does not fit this stage ({e.__class__.__name__}); it was "
@@ -341,7 +415,12 @@ class Checkpoints:
 
 
 def _state_of(obj: Any) -> Any:
-    return obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
+    return obj.get_state() if isinstance(obj, torch.Generator) else _unwrapped(obj).state_dict()
+
+
+def _unwrapped(obj: Any) -> Any:
+    """A DDP-wrapped model's own module: checkpoints hold the same keys for one process or several."""
+    return obj.module if isinstance(obj, torch.nn.parallel.DistributedDataParallel) else obj
 
 
 def _pack(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:

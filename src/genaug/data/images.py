@@ -103,10 +103,20 @@ class BatchSampler:
     gathered there; otherwise it stays in host memory (pinned on CUDA) and each batch is gathered there
     and copied over. Either way the batches are identical, and the copies are asynchronous: the host
     never waits for the device.
+
+    Under `world` data-parallel processes, `batch_size` is the global batch: every process draws the
+    whole batch's indices and flips from the same seeded generator (so they stay in step) and keeps its
+    own contiguous slice, `rank * b` to `(rank + 1) * b` with b = batch_size / world (a UserError naming
+    `batch_key` when it does not divide). One process keeps all of it: the batches of a single process
+    are exactly those of any number of processes, concatenated.
     """
 
     def __init__(self, images: torch.Tensor, device: torch.device, seed: int, augment: AugmentConfig,
-                 resident: bool = True):
+                 resident: bool = True, rank: int = 0, world: int = 1, batch_key: str = "batch_size"):
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not one of {world} processes")
+        self.rank, self.world, self.batch_key = rank, world, batch_key
+        self.global_batch: int | None = None  # the last batch_size asked for (for the stage's manifest)
         device = torch.device(device)
         self.pin = device.type == "cuda"
         self.device = device
@@ -131,9 +141,17 @@ class BatchSampler:
         return (host.pin_memory() if self.pin else host).to(self.device, non_blocking=self.pin)
 
     def __call__(self, batch_size: int) -> torch.Tensor:
-        """-> (B, C, S, S) float in [0, 1] on the device."""
+        """Global `batch_size` -> this process's (batch_size / world, C, S, S) float in [0, 1] on the device."""
+        if batch_size % self.world:
+            raise UserError(f"{self.batch_key} = {batch_size} is the global batch and cannot be split equally "
+                            f"across {self.world} processes; set it to a multiple of {self.world}")
+        self.global_batch = batch_size
         index = torch.randint(len(self.images), (batch_size,), generator=self.generator)
         flip = torch.rand(batch_size, generator=self.generator) < 0.5 if self.augment.hflip else None
+        if self.world > 1:  # the whole batch was drawn, so every process's generator stays in step
+            mine = slice(self.rank * (batch_size // self.world), (self.rank + 1) * (batch_size // self.world))
+            index = index[mine]
+            flip = flip[mine] if flip is not None else None
         if self.resident:
             batch = self.images[self._to_device(index)]
         else:

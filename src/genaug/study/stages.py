@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from genaug import distributed
 from genaug.config import Config
 from genaug.data.images import RESAMPLE_POLICY, from_unit, read_png_folder, resize_square, to_unit, write_png_folder
 from genaug.data.frames import Frames
@@ -348,17 +349,29 @@ def run_eval(ctx: Context) -> None:
         ctx.manifest["floor"] = "training-set mean"
     noise = mae.fixed_noise(test.ids, (cfg.data.image_size // patch) ** 2, cfg.eval.seed)
     batch_size = cfg.eval.batch_size or (512 if ctx.device == "cuda" else 64)  # fp32: scores are exact
+    # Shown reconstructed: the first images of the first batch. Several processes (a data-parallel run)
+    # each score a contiguous share of the test images, in batches that together make `batch_size`,
+    # and every process receives all the results, in the original order.
+    n, k = len(images), min(cfg.eval.n_examples, batch_size, len(images))
+    world, rank = distributed.world_size(), distributed.rank()
+    distributed.init()
+    low, high = n * rank // world, n * (rank + 1) // world
+    per_process = -(-batch_size // world)
     mse, psnr, examples = [], [], []
-    for start in range(0, len(images), batch_size):
-        chunk = slice(start, start + batch_size)
+    for start in range(low, high, per_process):
+        chunk = slice(start, min(start + per_process, high))
         prediction, mask = predictor(images[chunk], noise[chunk], patch, cfg.mae.mask_ratio)
         batch_mse, batch_psnr = mae.masked_errors(prediction, to_unit(images[chunk]), mask, patch)
         mse.append(batch_mse)
         psnr.append(batch_psnr)
-        if start == 0:
-            examples.append((prediction, mask))
-        ctx.advance(min(start + batch_size, len(images)))
-    mse, psnr = torch.cat(mse), torch.cat(psnr)
+        if start < k:
+            examples.append((prediction[: k - start], mask[: k - start]))
+        ctx.advance(min((chunk.stop - low) * world, n))
+    shares = distributed.all_gather_object((mse, psnr, examples))  # [this process's] with one process
+    mse = torch.cat([batch for share in shares for batch in share[0]])
+    psnr = torch.cat([batch for share in shares for batch in share[1]])
+    examples = [(torch.cat([p for share in shares for p, _ in share[2]]),
+                 torch.cat([m for share in shares for _, m in share[2]]))]
     with open(ctx.out / "per_image.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["image_id", "night", "masked_mse", "psnr"])

@@ -9,6 +9,11 @@ when the stage function returns; the manifest follows. A folder without a manife
 never read and is replaced by the next attempt. Training checkpoints live beside it, in
 `RUN_DIR/<stage>/.checkpoints-<name>-<key>/`, so a re-run resumes training where the killed attempt
 left off; they are deleted once the stage is complete.
+
+Under several processes (`torchrun`, `accelerate launch`; see genaug.distributed) only the main one
+writes here: it holds the lock and builds every stage folder. The others run the same stages (their
+share of the data-parallel work) into a private scratch folder, `RUN_DIR/.scratch-rank<r>/`, which is
+deleted when the stage ends and never becomes an output; they write no manifest and delete nothing.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from genaug import distributed
 from genaug.errors import UserError
 
 FORMAT_VERSION = 2  # bump when a stage's files change meaning; older folders are then rebuilt
 MANIFEST = "manifest.json"
 LOCK = ".lock"  # "<pid> <host>" of the genaug run building this directory
+SCRATCH = ".scratch-rank"  # + <rank>: what a non-main process builds, deleted after each stage
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -57,7 +64,12 @@ class Store:
         A lock whose process is alive on this host refuses the second run with its PID; one whose
         process is gone (a killed run) is taken over. A lock from another host cannot be checked and
         is refused, naming the file to delete once that run is known to be over.
+
+        Only the main process of a multi-process run takes it; the others yield None and leave it be.
         """
+        if not distributed.is_main():
+            yield None
+            return
         path = self.root / LOCK
         me, note = f"{os.getpid()} {socket.gethostname()}", None
         while True:
@@ -80,6 +92,8 @@ class Store:
                 note = f"took over the lock of PID {pid}, which is no longer running"
         with os.fdopen(fd, "w") as f:
             f.write(me)
+        for scratch in self.root.glob(f"{SCRATCH}*"):  # a killed multi-process run's (its others start later)
+            shutil.rmtree(scratch, ignore_errors=True)
         try:
             yield note
         finally:
@@ -100,7 +114,30 @@ class Store:
         """Yield (temporary folder, manifest dict); on success the folder becomes the stage output.
 
         The caller fills the folder and may add entries to the manifest dict.
+
+        In a non-main process of a multi-process run the folder is private scratch, deleted afterwards
+        whatever happens: no output, no manifest, and the stage's checkpoints are left to the main process.
+        Every process starts a stage only when all of them have come to the same one: a fast main
+        process never completes a stage before a slow one has decided what it still has to build.
         """
+        if distributed.world_size() > 1:
+            here = f"{stage}/{name}-{key}"
+            everywhere = distributed.all_gather_object(here)
+            if any(other != here for other in everywhere):
+                raise RuntimeError(f"the processes of this run disagree on the stage to build: {everywhere}")
+        if not distributed.is_main():
+            scratch = self.root / f"{SCRATCH}{distributed.rank()}"
+            shutil.rmtree(scratch, ignore_errors=True)  # a killed run's
+            folder = scratch / stage / f"{name}-{key}"
+            folder.mkdir(parents=True)
+            manifest = {"stage": stage, "name": name, "key": key, "inputs": inputs, "format_version": FORMAT_VERSION}
+            started = time.time()
+            try:
+                yield folder, manifest  # filled alike, never written
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            manifest["seconds"] = round(time.time() - started, 2)
+            return
         final = self.path(stage, name, key)
         tmp = final.with_name(f".tmp-{final.name}")
         for stale in (tmp, final):
