@@ -27,7 +27,10 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            typer.echo(f"error: {e}", err=True)
+            from genaug.distributed import is_main
+
+            if is_main():  # under torchrun every process meets the same error; one says it
+                typer.echo(f"error: {e}", err=True)
             raise typer.Exit(e.exit_code) from None
 
     return wrapper
@@ -39,18 +42,53 @@ def run(
     config: Optional[Path] = typer.Argument(None, help="Study config (TOML). Omitted: the built-in quickstart."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<config name>)."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    launcher: str = typer.Option("inprocess", "--launcher", help="inprocess (steps here, in order), local "
+                                 "(each step a job on this machine) or slurm (each step a SLURM job; see [slurm])"),
+    max_parallel: int = typer.Option(1, "--max-parallel", help="jobs at once (--launcher local / slurm)"),
 ):
     """Run the whole study; stages already complete in the run directory are reused."""
     from genaug.config import load_config
     from genaug.study.runner import run_study
 
+    if launcher not in LAUNCHERS:
+        raise UserError(f"--launcher {launcher!r}: use one of {', '.join(LAUNCHERS)}")
+    if max_parallel < 1:
+        raise UserError(f"--max-parallel {max_parallel}: must be at least 1")
     cfg = load_config(config, set_)
     if out is None:
         if config is not None and config.name == "config.toml" and (config.parent / "plan.json").is_file():
             out = config.parent  # re-running a run directory's own config: reuse what it holds
         else:
             out = Path("runs") / (config.stem if config else "quickstart")
-    run_study(cfg, out)
+    run_study(cfg, out, launcher=launcher, max_parallel=max_parallel)
+
+
+LAUNCHERS = ("inprocess", "local", "slurm")
+
+
+@app.command("build-step", hidden=True)
+@user_errors
+def build_step_command(run_dir: Path, folder: str):
+    """One job of `genaug run --launcher local|slurm`: build one step of a run directory's plan."""
+    from genaug.study.launch import build_one
+
+    build_one(run_dir, folder)
+
+
+@app.command()
+@user_errors
+def status(run_dir: Path = typer.Argument(..., help="A run directory (while it runs, or after)")):
+    """Which steps of a run are done, running, failed or pending."""
+    from rich.console import Console
+
+    from genaug.study.status import status_table
+
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    table, counts = status_table(run_dir)
+    console = Console()
+    console.print(table)
+    console.print(", ".join(f"{n} {state}" for state, n in counts.items()))
 
 
 @app.command()

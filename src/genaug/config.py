@@ -326,6 +326,16 @@ class RuntimeConfig(Strict):
         "most a quarter of the free device memory); off: host memory, each batch copied over")
 
 
+class SlurmConfig(Strict):
+    """What each job asks SLURM for under `genaug run --launcher slurm` (never part of a stage key)."""
+
+    partition: str = Field("", description="SLURM partition ('' = the cluster's default)")
+    gpus_per_job: int = Field(1, ge=0)
+    cpus_per_job: int = Field(8, ge=1)
+    mem_gb: int = Field(32, ge=1)
+    time_min: int = Field(240, ge=1, description="wall-clock limit of one job (one stage output)")
+
+
 class Config(Strict):
     seed: Seed = Field(0, description="seeds the scenes' content, the split and generator training")
     data: DataConfig = DataConfig()
@@ -338,6 +348,7 @@ class Config(Strict):
     quality: QualityConfig = QualityConfig()
     eval: EvalConfig = EvalConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    slurm: SlurmConfig = SlurmConfig()
 
     @model_validator(mode="after")
     def _fits_together(self) -> Config:

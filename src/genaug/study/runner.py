@@ -16,8 +16,9 @@ from rich.table import Table
 
 from genaug import faults
 from genaug.config import Config, to_toml
+from genaug.distributed import barrier, broadcast_object, is_main, world_size
 from genaug.engine import Trainer, clear_stop, request_stop, set_threads, stop_requested
-from genaug.errors import Interrupted
+from genaug.errors import Interrupted, UserError
 from genaug.study.plan import Step, make_plan
 from genaug.study.resources import check_disk, disk_need, out_of_memory
 from genaug.study.stages import Context
@@ -25,6 +26,7 @@ from genaug.study.store import Store, write_json_atomic, write_text_atomic
 
 PLAN_FILE = "plan.json"
 PROVENANCE_FILE = "provenance.json"
+CURRENT_PLAN_FILE = ".current-plan.json"  # the plan of the run in progress (or the last one), for `genaug status`
 
 
 def provenance(cfg: Config) -> dict:
@@ -66,52 +68,92 @@ def plan_table(plan: list[Step], store: Store | None) -> Table:
     return table
 
 
-def run_study(cfg: Config, run_dir: Path, console: Console | None = None) -> Path:
+def run_study(cfg: Config, run_dir: Path, console: Console | None = None, launcher: str = "inprocess",
+              max_parallel: int = 1) -> Path:
     """Build every missing stage output of `cfg` under `run_dir`, then the report. -> run_dir.
 
-    Holds the run directory's lock throughout. Ctrl-C stops after the current training step with a
-    checkpoint saved (a second Ctrl-C stops at once); the same command resumes.
+    `launcher`: "inprocess" builds the steps here, one after another; "local" and "slurm" submit each
+    step as a submitit job once its inputs are complete, at most `max_parallel` at a time
+    (`study/launch.py`). Holds the run directory's lock throughout. Ctrl-C stops after the current
+    training step with a checkpoint saved (a second Ctrl-C stops at once); the same command resumes.
+    Under several processes (`accelerate launch`, `torchrun`) every process trains and only the main
+    one writes the run directory's files.
     """
-    console = console or Console()
+    console = console or Console(quiet=not is_main())  # one process speaks for all
     started = time.time()
     plan = make_plan(cfg)  # first: a plan that cannot run (a missing pretrained model) leaves no run directory
+    check_global_batches(cfg, plan)
     store = Store(run_dir)
     with store.locked() as note, stop_on_ctrl_c():
         if note:
             console.print(note)
         set_threads(cfg.runtime)
         console.print(plan_table(plan, store))
-        todo = [step for step in plan if not store.is_complete(store.root / step.folder)]
+        if is_main():
+            write_json_atomic(store.root / CURRENT_PLAN_FILE, {"steps": [step.describe() for step in plan],
+                                                               "launcher": launcher, "started": time.time()})
+        if launcher == "inprocess":
+            todo = build_in_process(plan, cfg, store, console)
+        else:
+            from genaug.study.launch import build_with_jobs
 
-        columns = (TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-        with Progress(*columns, console=console) as progress:
-            tasks = [progress.add_task(f"{step.stage} {step.name}", total=step.work, start=False, info="")
-                     for step in todo]
-            for step, task in zip(todo, tasks):
-                if stop_requested():
-                    raise Interrupted(f"interrupted before {step.stage} {step.name}; every completed stage is kept; "
-                                      "run the same genaug command again to resume")
-                check_disk(store.root, f"{step.stage} {step.name}",
-                           disk_need(cfg, step.stage, step.params, images_written(cfg, step)))
-                manifest = build_step(step, cfg, store, progress, task)
-                # One plain line per finished step: the record that stays in a log where bars cannot draw.
-                final = " ".join(f"{k} {v:.4g}" for k, v in manifest.items() if k in ("final_loss", "masked_mse"))
-                progress.console.print(f"done {step.stage} {step.name} in {manifest['seconds']:.1f} s {final}".rstrip())
-                faults.point("stage")
-
-        # Only now does the run directory describe this study: a failed run leaves the last complete
-        # study's config, plan and report in place, consistent with each other.
-        write_text_atomic(store.root / "config.toml", to_toml(cfg))
-        write_json_atomic(store.root / PLAN_FILE, {"steps": [step.describe() for step in plan]})
-        write_json_atomic(store.root / PROVENANCE_FILE, provenance(cfg))
-        from genaug.analysis.report import build_report
-
-        summary = build_report(store.root)
+            todo = build_with_jobs(plan, cfg, store, console, launcher, max_parallel)
+        if not is_main():
+            return store.root
+        summary = finish(cfg, plan, store)
     console.print(results_table(summary))
     console.print(f"{len(todo)} of {len(plan)} steps run in {time.time() - started:.0f} s; "
                   f"report: {store.root / 'report.html'}")
     return store.root
+
+
+def check_global_batches(cfg: Config, plan: list[Step]) -> None:
+    """Every batch_size is the global batch: under N processes each trained one must divide by N."""
+    processes = world_size()
+    if processes == 1:
+        return
+    for stage in dict.fromkeys(step.stage for step in plan):
+        section = getattr(cfg, stage, None)
+        batch = getattr(section, "batch_size", None)
+        if isinstance(batch, int) and batch % processes:
+            raise UserError(f"{stage}.batch_size = {batch} is the global batch and does not divide among {processes} "
+                            f"processes; make it a multiple of {processes}")
+
+
+def build_in_process(plan: list[Step], cfg: Config, store: Store, console: Console) -> list[Step]:
+    """Build the plan's missing steps here, in order; -> the steps that were missing. Under several
+    processes every one builds the same steps in the same order (the main process's list)."""
+    missing = broadcast_object([step.folder for step in plan if not store.is_complete(store.root / step.folder)])
+    todo = [step for step in plan if step.folder in missing]
+    columns = (TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+    with Progress(*columns, console=console) as progress:
+        tasks = [progress.add_task(f"{step.stage} {step.name}", total=step.work, start=False, info="")
+                 for step in todo]
+        for step, task in zip(todo, tasks):
+            if stop_requested():
+                raise Interrupted(f"interrupted before {step.stage} {step.name}; every completed stage is kept; "
+                                  "run the same genaug command again to resume")
+            check_disk(store.root, f"{step.stage} {step.name}",
+                       disk_need(cfg, step.stage, step.params, images_written(cfg, step)))
+            manifest = build_step(step, cfg, store, progress, task)
+            barrier()  # every process's next step reads what the main one just wrote
+            # One plain line per finished step: the record that stays in a log where bars cannot draw.
+            final = " ".join(f"{k} {v:.4g}" for k, v in manifest.items() if k in ("final_loss", "masked_mse"))
+            progress.console.print(f"done {step.stage} {step.name} in {manifest['seconds']:.1f} s {final}".rstrip())
+            faults.point("stage")
+    return todo
+
+
+def finish(cfg: Config, plan: list[Step], store: Store) -> dict:
+    """Every step is complete: now the run directory describes this study (a failed run leaves the last
+    complete study's config, plan and report in place, consistent with each other). -> summary."""
+    write_text_atomic(store.root / "config.toml", to_toml(cfg))
+    write_json_atomic(store.root / PLAN_FILE, {"steps": [step.describe() for step in plan]})
+    write_json_atomic(store.root / PROVENANCE_FILE, provenance(cfg))
+    from genaug.analysis.report import build_report
+
+    return build_report(store.root)
 
 
 def images_written(cfg: Config, step: Step) -> int:
@@ -128,7 +170,8 @@ def stop_on_ctrl_c():
         return
 
     def handler(signum, frame):
-        if stop_requested():
+        # torchrun forwards the terminal's Ctrl-C to every worker, so one press can arrive twice there
+        if stop_requested() and world_size() == 1:
             raise KeyboardInterrupt
         request_stop()
 

@@ -1,0 +1,147 @@
+"""Study fan-out: every step of the plan is a submitit job, submitted once its inputs are complete.
+
+    genaug run CONFIG --launcher local --max-parallel 2     jobs as processes on this machine
+    genaug run CONFIG --launcher slurm --max-parallel 32    jobs on a SLURM cluster ([slurm] in the config)
+
+The driver (this process) holds the run directory's lock, writes the resolved config the jobs read
+(`RUN_DIR/.launch/config.toml`), and loops: submit every step whose inputs are complete, at most
+`max_parallel` at a time, and wait. Each job is `genaug build-step RUN_DIR FOLDER`, which builds that
+one step through the store's atomic protocol, so the run directory looks exactly as an in-process run
+leaves it. A job that fails is recorded in `RUN_DIR/.launch/failed.json` with its log, steps that need
+its output are not submitted, and the driver ends with one line naming the first failure. Running the
+same command again submits only what is missing; a job killed midway resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from genaug.config import Config, to_toml
+from genaug.errors import UserError
+from genaug.study.plan import Step
+from genaug.study.store import Store, write_json_atomic, write_text_atomic
+
+LAUNCH_DIR = ".launch"
+FAILED_FILE = "failed.json"
+POLL_S = 0.5
+
+
+def job_config(cfg: Config, launcher: str, max_parallel: int) -> Config:
+    """The config the jobs run: local jobs share this machine's cores (runtime.threads = 0 becomes an
+    equal share), SLURM jobs take what they asked for."""
+    if launcher == "local" and cfg.runtime.threads == 0:
+        share = max(1, (os.cpu_count() or 1) // max_parallel)
+        return cfg.model_copy(update={"runtime": cfg.runtime.model_copy(update={"threads": share})})
+    return cfg
+
+
+def executor(cfg: Config, launcher: str, folder: Path):
+    import submitit
+
+    try:
+        made = submitit.AutoExecutor(folder=folder, cluster="local" if launcher == "local" else "slurm")
+    except RuntimeError as e:  # submitit's "Could not detect srun": not on a SLURM cluster
+        raise UserError(f"--launcher {launcher}: {str(e).splitlines()[0]}; use --launcher local on this "
+                        "machine") from None
+    slurm = cfg.slurm
+    if launcher == "slurm":
+        made.update_parameters(timeout_min=slurm.time_min, gpus_per_node=slurm.gpus_per_job,
+                               cpus_per_task=slurm.cpus_per_job, mem_gb=slurm.mem_gb, nodes=1, tasks_per_node=1,
+                               **({"slurm_partition": slurm.partition} if slurm.partition else {}))
+    else:
+        made.update_parameters(timeout_min=slurm.time_min, gpus_per_node=0)
+    return made
+
+
+def build_with_jobs(plan: list[Step], cfg: Config, store: Store, console: Console, launcher: str,
+                    max_parallel: int) -> list[Step]:
+    """Build the plan's missing steps as jobs; -> the steps that were missing. Raises UserError when a
+    job failed (after every job that could run has run)."""
+    from submitit.helpers import CommandFunction
+
+    launch = store.root / LAUNCH_DIR
+    launch.mkdir(exist_ok=True)
+    config_path = launch / "config.toml"
+    write_text_atomic(config_path, to_toml(job_config(cfg, launcher, max_parallel)))
+    jobs = executor(cfg, launcher, launch / "logs")
+    complete = lambda step: store.is_complete(store.root / step.folder)  # noqa: E731
+    todo = [step for step in plan if not complete(step)]
+    waiting = list(todo)
+    running: dict[str, tuple[Step, object]] = {}
+    failed: dict[str, dict] = {}
+    write_json_atomic(launch / FAILED_FILE, failed)  # this attempt's failures only
+    env = {**os.environ}
+    while waiting or running:
+        for folder, (step, job) in list(running.items()):
+            if not job.done():
+                continue
+            del running[folder]
+            if complete(step):
+                console.print(f"done {step.stage} {step.name} (job {job.job_id})")
+            else:
+                failed[folder] = {"step": f"{step.stage} {step.name}", "job": str(job.job_id),
+                                  "log": str(job.paths.stderr), "state": job.state}
+                write_json_atomic(launch / FAILED_FILE, failed)  # for `genaug status` while the run goes on
+                console.print(f"failed {step.stage} {step.name} (job {job.job_id}); log: {job.paths.stderr}")
+        blocked = blocked_steps(waiting, failed)  # never submitted: an input failed
+        waiting = [s for s in waiting if s not in blocked]
+        ready = [s for s in waiting if all(complete(dep) for dep in s.inputs.values())]
+        for step in ready[: max(0, max_parallel - len(running))]:
+            command = [sys.executable, "-m", "genaug", "build-step", str(store.root), step.folder]
+            job = jobs.submit(CommandFunction(command, env=env, verbose=False))
+            running[step.folder] = (step, job)
+            waiting.remove(step)
+            console.print(f"submitted {step.stage} {step.name} (job {job.job_id})")
+        if running:
+            time.sleep(POLL_S)
+        elif waiting and not ready:
+            raise RuntimeError(f"launcher: {waiting[0].folder} waits on a step that is neither complete nor queued")
+    write_json_atomic(launch / FAILED_FILE, failed)
+    if failed:
+        first = next(iter(failed.values()))
+        raise UserError(f"{len(failed)} job(s) failed, first {first['step']} (job {first['job']}): see {first['log']}; "
+                        "run the same command again to resubmit only what is missing")
+    return todo
+
+
+def blocked_steps(waiting: list[Step], failed: dict[str, dict]) -> list[Step]:
+    """Steps in `waiting` that depend, directly or through other waiting steps, on a failed folder."""
+    blocked: list[Step] = []
+    changed = True
+    while changed:
+        changed = False
+        for step in waiting:
+            if step not in blocked and any(dep.folder in failed or dep in blocked for dep in step.inputs.values()):
+                blocked.append(step)
+                changed = True
+    return blocked
+
+
+def build_one(run_dir: Path, folder: str) -> None:
+    """One job: build the step `folder` of the study whose resolved config the driver wrote."""
+    from rich.progress import Progress
+
+    from genaug.config import load_config
+    from genaug.engine import set_threads
+    from genaug.study.plan import make_plan
+    from genaug.study.runner import build_step
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / LAUNCH_DIR / "config.toml", [])
+    step = next((s for s in make_plan(cfg) if s.folder == folder), None)
+    if step is None:
+        raise UserError(f"{folder}: no such step in the plan of {run_dir / LAUNCH_DIR / 'config.toml'}")
+    store = Store(run_dir)
+    if store.is_complete(run_dir / step.folder):
+        return
+    set_threads(cfg.runtime)
+    console = Console(force_terminal=False)
+    with Progress(console=console, disable=True) as progress:
+        task = progress.add_task(step.name, total=step.work, start=False)
+        manifest = build_step(step, cfg, store, progress, task)
+    console.print(f"done {step.stage} {step.name} in {manifest['seconds']:.1f} s")
