@@ -66,15 +66,6 @@ def run(
 LAUNCHERS = ("inprocess", "local", "slurm")
 
 
-@app.command("build-step", hidden=True)
-@user_errors
-def build_step_command(run_dir: Path, folder: str):
-    """One job of `genaug run --launcher local|slurm`: build one step of a run directory's plan."""
-    from genaug.study.launch import build_one
-
-    build_one(run_dir, folder)
-
-
 @app.command()
 @user_errors
 def status(run_dir: Path = typer.Argument(..., help="A run directory (while it runs, or after)")):

@@ -5,8 +5,8 @@
 
 The driver (this process) holds the run directory's lock, writes the resolved config the jobs read
 (`RUN_DIR/.launch/config.toml`), and loops: submit every step whose inputs are complete, at most
-`max_parallel` at a time, and wait. Each job is `genaug build-step RUN_DIR FOLDER`, which builds that
-one step through the store's atomic protocol, so the run directory looks exactly as an in-process run
+`max_parallel` at a time, and wait. Each job runs `build_one(RUN_DIR, FOLDER)`, which builds that one
+step through the store's atomic protocol, so the run directory looks exactly as an in-process run
 leaves it. A job that fails is recorded in `RUN_DIR/.launch/failed.json` with its log, steps that need
 its output are not submitted, and the driver ends with one line naming the first failure. Running the
 same command again submits only what is missing; a job killed midway resumes from its checkpoint.
@@ -15,14 +15,15 @@ same command again submits only what is missing; a job killed midway resumes fro
 from __future__ import annotations
 
 import os
-import sys
+import signal
 import time
 from pathlib import Path
 
 from rich.console import Console
 
 from genaug.config import Config, to_toml
-from genaug.errors import UserError
+from genaug.engine import stop_requested
+from genaug.errors import Interrupted, UserError
 from genaug.study.plan import Step
 from genaug.study.store import Store, write_json_atomic, write_text_atomic
 
@@ -62,8 +63,6 @@ def build_with_jobs(plan: list[Step], cfg: Config, store: Store, console: Consol
                     max_parallel: int) -> list[Step]:
     """Build the plan's missing steps as jobs; -> the steps that were missing. Raises UserError when a
     job failed (after every job that could run has run)."""
-    from submitit.helpers import CommandFunction
-
     launch = store.root / LAUNCH_DIR
     launch.mkdir(exist_ok=True)
     config_path = launch / "config.toml"
@@ -75,8 +74,15 @@ def build_with_jobs(plan: list[Step], cfg: Config, store: Store, console: Consol
     running: dict[str, tuple[Step, object]] = {}
     failed: dict[str, dict] = {}
     write_json_atomic(launch / FAILED_FILE, failed)  # this attempt's failures only
-    env = {**os.environ}
     while waiting or running:
+        if stop_requested():  # Ctrl-C: submit nothing more; the jobs checkpoint and stop (and resume next time)
+            for step, job in running.values():
+                terminate(job)
+            deadline = time.time() + 120
+            while time.time() < deadline and not all(job.done() for _, job in running.values()):
+                time.sleep(POLL_S)
+            raise Interrupted(f"interrupted: {len(running)} running job(s) cancelled, {len(waiting)} not submitted; "
+                              "every completed stage is kept; run the same genaug command again to resume")
         for folder, (step, job) in list(running.items()):
             if not job.done():
                 continue
@@ -92,8 +98,7 @@ def build_with_jobs(plan: list[Step], cfg: Config, store: Store, console: Consol
         waiting = [s for s in waiting if s not in blocked]
         ready = [s for s in waiting if all(complete(dep) for dep in s.inputs.values())]
         for step in ready[: max(0, max_parallel - len(running))]:
-            command = [sys.executable, "-m", "genaug", "build-step", str(store.root), step.folder]
-            job = jobs.submit(CommandFunction(command, env=env, verbose=False))
+            job = jobs.submit(build_one, str(store.root), step.folder)
             running[step.folder] = (step, job)
             waiting.remove(step)
             console.print(f"submitted {step.stage} {step.name} (job {job.job_id})")
@@ -109,6 +114,17 @@ def build_with_jobs(plan: list[Step], cfg: Config, store: Store, console: Consol
     return todo
 
 
+def terminate(job) -> None:
+    """Ask a job to checkpoint and stop: SIGTERM, which the job treats like Ctrl-C. SLURM's scancel sends
+    it; submitit's local controller forwards it to its task (its own cancel sends SIGINT, which the
+    controller does not handle and dies of, with a traceback)."""
+    process = getattr(job, "_process", None)  # a local job's controller process
+    if process is not None:
+        process.send_signal(signal.SIGTERM)
+    else:
+        job.cancel(check=False)
+
+
 def blocked_steps(waiting: list[Step], failed: dict[str, dict]) -> list[Step]:
     """Steps in `waiting` that depend, directly or through other waiting steps, on a failed folder."""
     blocked: list[Step] = []
@@ -122,14 +138,15 @@ def blocked_steps(waiting: list[Step], failed: dict[str, dict]) -> list[Step]:
     return blocked
 
 
-def build_one(run_dir: Path, folder: str) -> None:
-    """One job: build the step `folder` of the study whose resolved config the driver wrote."""
+def build_one(run_dir: str, folder: str) -> None:
+    """One job: build the step `folder` of the study whose resolved config the driver wrote. A SIGINT
+    (the driver's Ctrl-C, forwarded by submitit) checkpoints the current training step and stops."""
     from rich.progress import Progress
 
     from genaug.config import load_config
     from genaug.engine import set_threads
     from genaug.study.plan import make_plan
-    from genaug.study.runner import build_step
+    from genaug.study.runner import build_step, stop_on_ctrl_c
 
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / LAUNCH_DIR / "config.toml", [])
@@ -141,7 +158,7 @@ def build_one(run_dir: Path, folder: str) -> None:
         return
     set_threads(cfg.runtime)
     console = Console(force_terminal=False)
-    with Progress(console=console, disable=True) as progress:
+    with stop_on_ctrl_c((signal.SIGINT, signal.SIGTERM)), Progress(console=console, disable=True) as progress:
         task = progress.add_task(step.name, total=step.work, start=False)
         manifest = build_step(step, cfg, store, progress, task)
     console.print(f"done {step.stage} {step.name} in {manifest['seconds']:.1f} s")

@@ -162,9 +162,10 @@ def images_written(cfg: Config, step: Step) -> int:
 
 
 @contextmanager
-def stop_on_ctrl_c():
-    """SIGINT asks every training loop to checkpoint and stop (`engine.request_stop`); a second one
-    interrupts at once. Only in the main thread, where Python delivers signals."""
+def stop_on_ctrl_c(signals=(signal.SIGINT,)):
+    """SIGINT (and any other of `signals`: a launcher's jobs add SIGTERM, what SLURM sends before it
+    pre-empts or cancels) asks every training loop to checkpoint and stop (`engine.request_stop`); a
+    second one interrupts at once. Only in the main thread, where Python delivers signals."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -175,11 +176,12 @@ def stop_on_ctrl_c():
             raise KeyboardInterrupt
         request_stop()
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
         clear_stop()
 
 
