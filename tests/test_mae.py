@@ -74,27 +74,12 @@ def test_scratch_mae_has_sincos_positions_that_survive_save_and_load(tmp_path):
     assert torch.equal(loaded.decoder.decoder_pos_embed, decoder_pos)
 
 
-def test_training_feeds_the_model_unit_spread_inputs(tmp_path):
+def test_training_feeds_the_model_unit_spread_inputs(tmp_path, monkeypatch):
     """uint8 -> [0, 1] -> normalised exactly once on the way into the model during training."""
-    from genaug.config import RuntimeConfig
-    from genaug.engine import Trainer
-
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
-    seen = []
-    original = mae.build
-
-    def build_and_watch(*args):
-        model = original(*args)
-        model.vit.embeddings.patch_embeddings.register_forward_pre_hook(lambda m, x: seen.append(x[0].detach()))
-        return model
-
+    seen = watch_inputs(monkeypatch)
     cfg = MAEConfig(preset="micro", patch_size=4, steps=2, batch_size=8)
-    trainer = Trainer(RuntimeConfig(device="cpu"), cfg.steps, tmp_path / "log.jsonl", "mae")
-    mae.build = build_and_watch
-    try:
-        mae.train(cfg, images, mae.Normalizer.fit(images), seed=0, trainer=trainer)
-    finally:
-        mae.build = original
+    mae.train(cfg, images, mae.Normalizer.fit(images), seed=0, trainer=cpu_trainer(tmp_path, cfg.steps))
     batch = torch.cat(seen)
     assert abs(batch.std().item() - 1) < 0.1 and abs(batch.mean().item()) < 0.1
 
