@@ -105,6 +105,7 @@ TOY = textwrap.dedent('''
             (out / "result.json").write_text(json.dumps({"weights": weights, "step_losses": trainer.step_losses,
                                                           "timing": trainer.timing, "lr": schedule.get_last_lr(),
                                                           "notes": trainer.notes}))
+        distributed.shutdown()
 
 
     if __name__ == "__main__":

@@ -61,6 +61,9 @@ def run(
         else:
             out = Path("runs") / (config.stem if config else "quickstart")
     run_study(cfg, out, launcher=launcher, max_parallel=max_parallel)
+    from genaug.distributed import shutdown
+
+    shutdown()  # several processes: each leaves once the main one has written the report
 
 
 LAUNCHERS = ("inprocess", "local", "slurm")

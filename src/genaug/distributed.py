@@ -68,6 +68,20 @@ def init() -> None:
     _control = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
 
 
+def shutdown() -> None:
+    """Leave the process group once every process is done (a no-op in a single process). Without it a
+    process that finishes first tears down its connections while another still holds them, and gloo
+    aborts one of them at exit ("terminate called without an active exception")."""
+    global _control
+    if _control is None:
+        return
+    import torch.distributed as dist
+
+    dist.barrier(group=_control)
+    dist.destroy_process_group()
+    _control = None
+
+
 def control_group():
     init()
     return _control
