@@ -66,6 +66,10 @@ def stock_train(cfg: DDPMConfig, size: int, batch: int, steps: int, warm: int) -
     seconds = time.perf_counter() - start
     del unet, optimizer
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    # accelerate keeps one mixed-precision setting per process; genaug's trainer, timed next, sets its own
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
     return batch * steps / seconds
 
 

@@ -28,14 +28,14 @@ def train(tmp_path, name, **runtime):
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile on the CPU needs a C++ compiler (none installed)")
-def test_compiled_mae_trains_like_the_eager_one(tmp_path, monkeypatch):
+def test_compiled_mae_trains_like_the_eager_one(tmp_path):
     import torch._inductor.config
 
+    eager, eager_model = train(tmp_path, "eager", compile="off")
     # Compiled graphs draw random numbers (ViTMAE's masks) from inductor's own generator unless told
     # to use eager's: with it, both runs see the same masks and only the arithmetic differs.
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
-    eager, eager_model = train(tmp_path, "eager", compile="off")
-    compiled, compiled_model = train(tmp_path, "compiled", compile="on")
+    with torch._inductor.config.patch(fallback_random=True):
+        compiled, compiled_model = train(tmp_path, "compiled", compile="on")
     assert eager.compiled == [] and compiled.compiled == ["mae"]  # it really ran compiled
     assert compiled.timing["compile"] and compiled.timing["first_step_s"] > 0
     # fused kernels reorder float arithmetic: equal to tolerance, not bit-for-bit
@@ -85,3 +85,76 @@ def test_normalizer_copies_its_statistics_to_a_device_once():
     normalizer.to_unit(unit)
     assert normalizer._on(unit.device)[0] is first[0] and len(normalizer._copies) == 1
     assert torch.allclose(normalizer.to_model(unit), (unit - 0.5) / 0.25)
+
+
+def test_precision_decision(monkeypatch):
+    from genaug import engine
+
+    def decided(stage, device="cpu", bf16_cpu=True, **runtime):
+        monkeypatch.setattr(engine, "cpu_computes_bf16", lambda: bf16_cpu)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: device == "cuda")
+        return engine.precision(RuntimeConfig(device=device, **runtime), stage)[0]
+
+    assert decided("mae", "cuda") == decided("cyclegan", "cuda") == "bf16"
+    assert decided("ddpm") == "bf16" and decided("ddpm", bf16_cpu=False) == "fp32"  # emulated bf16 is slower
+    assert decided("mae") == decided("cyclegan") == decided("pix2pix") == "fp32"
+    assert decided("mae", precision="bf16") == "bf16" and decided("ddpm", "cuda", precision="fp32") == "fp32"
+
+
+def test_training_precisions_differ_per_stage_in_one_process(tmp_path):
+    """accelerate fixes one mixed-precision setting per process; genaug's own autocast lets a bf16 DDPM and
+    an fp32 MAE train one after the other, as a study does."""
+    from genaug.config import DDPMConfig
+    from genaug.generators import ddpm
+
+    micro = DDPMConfig(block_out_channels=[8, 16], attention_levels=[-1], steps=6, batch_size=4, warmup_steps=1,
+                       lr=1e-3)
+
+    histories = {}
+    for name in ("bf16", "fp32"):
+        torch.manual_seed(0)
+        trainer = Trainer(RuntimeConfig(device="cpu", log_every=1, precision=name), micro.steps,
+                          tmp_path / f"ddpm-{name}.jsonl", "ddpm")
+        with trainer.autocast():
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == (torch.bfloat16 if name == "bf16" else torch.float32)
+        *_, histories[name] = ddpm.train(micro, images(channels=3, side=8), seed=0, trainer=trainer)
+        assert trainer.timing["precision"] == name
+    bf16, fp32 = ([row["loss"] for row in histories[k]] for k in ("bf16", "fp32"))
+    assert bf16 != fp32  # bf16 really ran ...
+    assert torch.allclose(torch.tensor(bf16), torch.tensor(fp32), rtol=0.05)  # ... and trains the same model
+    mae_trainer, _ = train(tmp_path, "mae-after-bf16")
+    assert mae_trainer.timing["precision"] == "fp32"
+
+
+def test_a_stage_trained_in_one_precision_is_never_taken_for_the_other():
+    from genaug.config import load_config
+    from genaug.study.plan import make_plan
+
+    def keys(value):
+        plan = make_plan(load_config(None, ["runtime.device='cpu'", f"runtime.precision='{value}'"]))
+        return {step.stage: step.key for step in plan}
+
+    assert keys("bf16")["ddpm"] != keys("fp32")["ddpm"] and keys("bf16")["mae"] != keys("fp32")["mae"]
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on the CPU needs a C++ compiler (none installed)")
+def test_back_to_back_compiled_maes_compile_once(tmp_path):
+    """A study trains its MAEs one after another in one process: only the first pays for compiling
+    (the graph takes the weights as inputs, so a new model of the same shape reuses it)."""
+    import torch._dynamo
+    import torch._inductor.config
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    with torch._inductor.config.patch(fallback_random=True):  # eager's masks, as in the test above
+        first, _ = train(tmp_path, "first", compile="on")
+        graphs = counters["stats"]["unique_graphs"]
+        assert graphs >= 1
+        second, _ = train(tmp_path, "second", compile="on")
+    eager, _ = train(tmp_path, "eager", compile="off")
+    assert counters["stats"]["unique_graphs"] == graphs  # nothing recompiled
+    assert second.compiled == ["mae"] and second.timing["first_step_s"] < first.timing["first_step_s"]
+    assert torch.allclose(torch.tensor(second.step_losses["loss"]), torch.tensor(eager.step_losses["loss"]),
+                          rtol=1e-4, atol=1e-5)  # the reused graph trains the second model, not the first

@@ -321,6 +321,9 @@ class RuntimeConfig(Strict):
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the MAE and the DDPM "
                                                   "UNet: auto = on CUDA for stages of at least compile_min_steps")
     compile_min_steps: int = Field(500, ge=1, description="the shortest stage 'auto' compiles")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="training arithmetic: auto = bf16 autocast on CUDA; on the CPU, bf16 for the DDPM "
+        "where the CPU has bf16 arithmetic (its convolutions gain), fp32 for the rest")
     resident_data: Literal["auto", "on", "off"] = Field(
         "auto", description="keep each training set in the training device's memory (auto: when it takes at "
         "most a quarter of the free device memory); off: host memory, each batch copied over")

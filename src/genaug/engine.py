@@ -3,7 +3,7 @@
 Models own their math: a stage hands `Trainer.fit` a `step(i) -> {name: loss tensor}` function that
 does its own forward, `trainer.backward` and optimiser steps, plus the `state` that defines where
 training stands (networks, optimisers, schedules, EMA, samplers). The trainer owns everything around
-it: accelerate's device placement and mixed precision (bf16 on CUDA, fp32 on the CPU), one JSON line
+it: accelerate's device placement and mixed precision (`precision`: bf16 on CUDA), one JSON line
 of mean losses every `runtime.log_every` steps (the only host synchronisation but one after the first
 step, to time it), stopping at the first
 non-finite loss, and checkpoints every `runtime.checkpoint_every` steps from which a new `fit` with the
@@ -53,6 +53,32 @@ def resolve_device(runtime: RuntimeConfig) -> str:
     return runtime.device
 
 
+# On the CPU, bf16 pays only where the work is large convolutions: the DDPM UNet's steps run 1.6x faster
+# under oneDNN's bf16 kernels on a 2-core Zen 4, while the MAE's small matmuls and the GANs' batch-4
+# convolutions run no faster (BENCHMARKS.md). Only CPUs that compute in bf16 natively gain at all.
+CPU_BF16_STAGES = ("ddpm",)
+
+
+def cpu_computes_bf16() -> bool:
+    """Has this CPU bf16 dot products in hardware (AVX512-BF16 or AMX)? Without them bf16 is emulated."""
+    probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(probe is not None and probe() for probe in probes)
+
+
+def precision(runtime: RuntimeConfig, stage: str) -> tuple[str, str]:
+    """("bf16" or "fp32", why) for training `stage` under `runtime.precision`. Part of every training
+    stage's key: a stage trained in one precision is never taken for the other."""
+    if runtime.precision != "auto":
+        return runtime.precision, f"runtime.precision = '{runtime.precision}'"
+    if resolve_device(runtime) == "cuda":
+        return "bf16", "auto: CUDA"
+    if stage not in CPU_BF16_STAGES:
+        return "fp32", f"auto: CPU, and {stage} gains nothing from bf16 there"
+    if not cpu_computes_bf16():
+        return "fp32", "auto: this CPU has no bf16 arithmetic (AVX512-BF16 or AMX)"
+    return "bf16", f"auto: CPU with bf16 arithmetic, and {stage}'s convolutions gain from it"
+
+
 def set_threads(runtime: RuntimeConfig) -> None:
     torch.set_num_threads(runtime.threads or os.cpu_count() or 1)
 
@@ -66,15 +92,18 @@ class Trainer:
         device = resolve_device(runtime)
         self.rank, self.world, self.main = distributed.rank(), distributed.world_size(), distributed.is_main()
         distributed.init()  # several processes: join the group before the Accelerator looks for one
+        self.label = label
+        self.precision, why = precision(runtime, self.section)
         # split_batches: the configured batch is the global one, so a schedule steps once per optimiser
         # step, not once per process (accelerate's default assumes per-process batches)
-        self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision="bf16" if device == "cuda" else "no",
+        # mixed precision is ours (`autocast`), not accelerate's: its setting is fixed for the whole
+        # process, and one process trains stages in different precisions
+        self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision="no",
                                        dataloader_config=DataLoaderConfiguration(split_batches=True))
         self.device = self.accelerator.device
         self.steps = steps
         self.log_every = runtime.log_every
         self.log_path = log_path
-        self.label = label
         self.on_step = on_step or (lambda step, row: None)
         self.checkpoints = Checkpoints(checkpoint_dir, runtime.checkpoint_every, runtime.checkpoints_total_limit)
         self.resumed_from: int | None = None
@@ -83,8 +112,14 @@ class Trainer:
         self.rolled_back = False
         self.notes: list[str] = []  # what the run directory's manifest and the console should say
         self.compiled: list[str] = []
-        self.timing: dict[str, Any] = {}  # after fit: compile decision, first and steady step times, batch rule
+        # after fit: precision and compile decisions, first and steady step times, batch rule
+        self.timing: dict[str, Any] = {"precision": self.precision, "precision_reason": why}
         self.samplers: list = []  # every `batches` sampler, for the batch rule in `timing`
+
+    @property
+    def section(self) -> str:
+        """The stage's config section: the runner's labels start with it ("mae thermal-real-seed0")."""
+        return self.label.split(" ", 1)[0]
 
     @property
     def cuda(self) -> bool:
@@ -118,9 +153,8 @@ class Trainer:
         Called with the global batch size, it returns this process's share of the batch."""
         from genaug.data.images import BatchSampler
 
-        section = self.label.split(" ", 1)[0]  # the runner's labels start with the stage: its config section
         sampler = BatchSampler(images, self.device, seed, augment, resident=self.resident(images),
-                               rank=self.rank, world=self.world, batch_key=f"{section}.batch_size")
+                               rank=self.rank, world=self.world, batch_key=f"{self.section}.batch_size")
         self.samplers.append(sampler)
         return sampler
 
@@ -139,7 +173,8 @@ class Trainer:
         self.accelerator.backward(loss)
 
     def autocast(self):
-        return self.accelerator.autocast()
+        """The context every stage's forward passes run in: bf16 autocast when `precision` says so."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def fit(self, step: StepFn, state: dict[str, Any] | None = None) -> list[dict[str, float]]:
         """Run `steps` optimiser steps; return the logged rows ({"step": i, loss name: mean, ...}).

@@ -348,14 +348,14 @@ def train(cfg: MAEConfig, images: torch.Tensor, normalizer: Normalizer, seed: in
     """Train an MAE (`cfg.init`: scratch or pretrained) for `cfg.steps` steps on uint8 `images`.
 
     `normalizer` must be `normalizer_for(cfg, real images)`. Returns (model, logged rows).
-    On CUDA: bf16 autocast (the trainer), SDPA attention, fused AdamW, torch.compile when
-    `trainer.compile` decides so, the images resident on the device when they fit, and no host
+    Fused AdamW everywhere. On CUDA: bf16 autocast (`trainer.autocast`), SDPA attention, torch.compile
+    when `trainer.compile` decides so, the images resident on the device when they fit, and no host
     synchronisation inside a step (masks are drawn on the device).
     """
     torch.manual_seed(seed)  # weight init and the training masks
     model = build(cfg, images.shape[-1], images.shape[1])
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay,
-                                  fused=trainer.cuda)
+                                  fused=True)
     schedule = (warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps) if cfg.schedule == "cosine"
                 else warmup_constant(optimizer, cfg.warmup_steps))
     model, optimizer, schedule = trainer.prepare(model, optimizer, schedule)
@@ -364,7 +364,8 @@ def train(cfg: MAEConfig, images: torch.Tensor, normalizer: Normalizer, seed: in
     model.train()
 
     def step(_: int) -> dict[str, torch.Tensor]:
-        loss = forward(pixel_values=normalizer.to_model(batches(cfg.batch_size))).loss
+        with trainer.autocast():
+            loss = forward(pixel_values=normalizer.to_model(batches(cfg.batch_size))).loss
         trainer.backward(loss)
         optimizer.step()
         schedule.step()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from genaug.config import Config, generator_parts, stage_key
-from genaug.engine import resolve_device
+from genaug.engine import precision
 from genaug.study import stages
 from genaug.study.store import FORMAT_VERSION
 
@@ -34,7 +34,8 @@ class Step:
 
     def describe(self) -> dict:
         return {"stage": self.stage, "name": self.name, "key": self.key, "folder": self.folder,
-                "inputs": {role: step.folder for role, step in self.inputs.items()}, "params": self.params}
+                "inputs": {role: step.folder for role, step in self.inputs.items()}, "params": self.params,
+                "work": self.work, "unit": self.unit}
 
 
 def slug(name: str) -> str:
@@ -68,8 +69,8 @@ def make_plan(cfg: Config) -> list[Step]:
     train_test_key = stage_key(FORMAT_VERSION, "split", cfg.seed, data.model_dump(exclude={"n_pool"}))
     # What a training stage's files also depend on beyond its config slice: the precision it ran in
     # and the logging interval its loss curve (and final_loss) is averaged over.
-    training = {"precision": "bf16" if resolve_device(cfg.runtime) == "cuda" else "fp32",
-                "log_every": cfg.runtime.log_every}
+    def training(stage: str) -> dict:
+        return {"precision": precision(cfg.runtime, stage)[0], "log_every": cfg.runtime.log_every}
 
     # Synthetic sets by generator name; a chain ("ddpm>cyclegan") reuses the steps of its parts.
     generators: dict[str, Step] = {}
@@ -83,7 +84,7 @@ def make_plan(cfg: Config) -> list[Step]:
             steps = generator_steps(cfg, name)
             step = Step(
                 name, name,
-                stage_key(FORMAT_VERSION, name, section, training, cfg.quality, cfg.seed, study.n_synthetic,
+                stage_key(FORMAT_VERSION, name, section, training(name), cfg.quality, cfg.seed, study.n_synthetic,
                           split.key),
                 stages.GENERATOR_STAGES[name], {"split": split},
                 {"modality": "rgb" if name == "ddpm" else "thermal", "generator": name},
@@ -121,9 +122,11 @@ def make_plan(cfg: Config) -> list[Step]:
     # Pretrained weights enter the MAE keys by their resolved folder (a hub snapshot's commit hash).
     weights = "scratch" if cfg.mae.init == mae_lib.SCRATCH else str(mae_lib.locate(cfg.mae.init).resolve())
     mask_slice = {"patch_size": mae_lib.patch_size(cfg.mae), "mask_ratio": cfg.mae.mask_ratio}
-    maes, evals = [], []
+    # Each MAE's evaluation right after it: a study stopped partway already has test numbers for every
+    # MAE it finished.
+    runs = []
     for modality in study.modalities:
-        evals.append(Step(
+        runs.append(Step(
             "eval", f"{modality}-mean-predictor",
             stage_key(FORMAT_VERSION, "eval", eval_slice, mask_slice, modality, "mean-predictor", train_test_key),
             stages.run_eval, {"split": split}, {"modality": modality, "condition": "mean-predictor"},
@@ -141,11 +144,11 @@ def make_plan(cfg: Config) -> list[Step]:
                 # what the extra images depend on beyond the inputs: how many, and their seed (classic, noise)
                 extra = {"n_extra": n_extra, "extra_seed": cfg.seed} if n_extra else {}
                 name = f"{modality}-{slug(condition)}-seed{seed}"
-                mae = Step("mae", name, stage_key(FORMAT_VERSION, "mae", cfg.mae, weights, training, params, extra,
+                mae = Step("mae", name, stage_key(FORMAT_VERSION, "mae", cfg.mae, weights, training("mae"), params, extra,
                                                   steps, input_keys),
                            stages.run_mae, inputs, {**params, "steps": steps, "n_extra": n_extra}, work=steps)
-                maes.append(mae)
-                evals.append(Step("eval", name, stage_key(FORMAT_VERSION, "eval", eval_slice, mae.key),
+                runs.append(mae)
+                runs.append(Step("eval", name, stage_key(FORMAT_VERSION, "eval", eval_slice, mae.key),
                                   stages.run_eval, {"split": split, "mae": mae}, params,
                                   work=data.n_test, unit="images"))
-    return plan + maes + evals
+    return plan + runs
