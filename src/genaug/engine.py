@@ -3,13 +3,13 @@
 Models own their math: a stage hands `Trainer.fit` a `step(i) -> {name: loss tensor}` function that
 does its own forward, `trainer.backward` and optimiser steps, plus the `state` that defines where
 training stands (networks, optimisers, schedules, EMA, samplers). The trainer owns everything around
-it: accelerate's device placement and mixed precision (`precision`: bf16 on CUDA), one JSON line
+it: accelerate's device placement, mixed precision (`precision`, `Trainer.autocast`), one JSON line
 of mean losses every `runtime.log_every` steps (the only host synchronisation but one after the first
-step, to time it), stopping at the first
-non-finite loss, and checkpoints every `runtime.checkpoint_every` steps from which a new `fit` with the
-same checkpoint folder resumes: same weights, same data order, same random numbers as if it never
-stopped. It also decides what is compiled (`Trainer.compile`, `runtime.compile`) and where training
-sets live (`Trainer.resident`, `runtime.resident_data`), and times the run (`Trainer.timing`).
+step, to time it), stopping at the first non-finite loss, and checkpoints every
+`runtime.checkpoint_every` steps from which a new `fit` with the same checkpoint folder resumes:
+same weights, same data order, same random numbers as if it never stopped. It also decides what is
+compiled (`Trainer.compile`, `runtime.compile`) and where training sets live (`Trainer.resident`,
+`runtime.resident_data`), and times the run (`Trainer.timing`).
 
 Data-parallel (`accelerate launch` / `torchrun`, see genaug.distributed): the same loop runs in every
 process. The Accelerator wraps the models in DDP, every `*.batch_size` is the global batch (each
