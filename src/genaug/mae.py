@@ -348,12 +348,14 @@ def train(cfg: MAEConfig, images: torch.Tensor, normalizer: Normalizer, seed: in
     """Train an MAE (`cfg.init`: scratch or pretrained) for `cfg.steps` steps on uint8 `images`.
 
     `normalizer` must be `normalizer_for(cfg, real images)`. Returns (model, logged rows).
-    Fused AdamW everywhere. On CUDA: bf16 autocast (`trainer.autocast`), SDPA attention, torch.compile
+    Fused AdamW on every device. On CUDA: bf16 autocast (`trainer.autocast`), SDPA attention, torch.compile
     when `trainer.compile` decides so, the images resident on the device when they fit, and no host
     synchronisation inside a step (masks are drawn on the device).
     """
     torch.manual_seed(seed)  # weight init and the training masks
     model = build(cfg, images.shape[-1], images.shape[1])
+    # fused on the CPU too: 8 % of the quickstart MAE's step there, with weights equal to the for-loop
+    # AdamW's to float rounding (the generators keep the for-loop optimisers on the CPU: no gain measured)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay,
                                   fused=True)
     schedule = (warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps) if cfg.schedule == "cosine"

@@ -62,8 +62,8 @@ def train(cfg: CycleGANConfig, images_a: torch.Tensor, images_b: torch.Tensor, s
         log_note(f"cyclegan: identity loss off ({channels_a}-channel A vs {channels_b}-channel B)")
     params_g = [*nets["netG_A"].parameters(), *nets["netG_B"].parameters()]
     params_d = [*nets["netD_A"].parameters(), *nets["netD_B"].parameters()]
-    optimizer_g = torch.optim.Adam(params_g, lr=cfg.lr, betas=(cfg.beta1, 0.999), fused=True)
-    optimizer_d = torch.optim.Adam(params_d, lr=cfg.lr, betas=(cfg.beta1, 0.999), fused=True)
+    optimizer_g = torch.optim.Adam(params_g, lr=cfg.lr, betas=(cfg.beta1, 0.999), fused=trainer.cuda)
+    optimizer_d = torch.optim.Adam(params_d, lr=cfg.lr, betas=(cfg.beta1, 0.999), fused=trainer.cuda)
     schedules = [linear_decay(o, cfg.steps, cfg.decay_start) for o in (optimizer_g, optimizer_d)]
     prepared = trainer.prepare(*nets.values(), optimizer_g, optimizer_d, *schedules)
     netG_A, netG_B, netD_A, netD_B, optimizer_g, optimizer_d, *schedules = prepared

@@ -73,9 +73,9 @@ def train(cfg: DDPMConfig, images: torch.Tensor, seed: int, trainer: Trainer):
     """DDPM on uint8 (N, C, S, S) `images` (resized to cfg.image_size when set), predicting
     `cfg.prediction_type`. -> (raw unet, EMA unet or None, scheduler, logged rows).
 
-    `trainer.steps` optimiser steps (see DDPMConfig.total_steps). Fused AdamW everywhere. On CUDA: bf16
-    autocast, torch.compile of the UNet when `trainer.compile` decides so, and noise drawn on the
-    device; not channels-last, which made this GroupNorm-heavy UNet 38 % slower per forward on an H200
+    `trainer.steps` optimiser steps (see DDPMConfig.total_steps). On CUDA: bf16 autocast, fused AdamW,
+    torch.compile of the UNet when `trainer.compile` decides so, and noise drawn on the device; not
+    channels-last, which made this GroupNorm-heavy UNet 38 % slower per forward on an H200
     (BENCHMARKS.md). On the CPU: plain-op attention, and bf16 where `engine.precision` says so.
     """
     from diffusers import DDPMScheduler
@@ -91,7 +91,7 @@ def train(cfg: DDPMConfig, images: torch.Tensor, seed: int, trainer: Trainer):
                               prediction_type=cfg.prediction_type)
     # diffusers' unconditional example: AdamW (0.95, 0.999), wd 1e-6, cosine with warm-up, clip 1.0
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, betas=(0.95, 0.999), weight_decay=1e-6,
-                                  fused=True)
+                                  fused=trainer.cuda)
     schedule = warmup_cosine(optimizer, cfg.warmup_steps, trainer.steps)
     unet, optimizer, schedule = trainer.prepare(unet, optimizer, schedule)
     forward = trainer.compile(unet, "unet")

@@ -35,7 +35,7 @@ def train(cfg: Pix2PixConfig, images_a: torch.Tensor, images_b: torch.Tensor, se
     torch.manual_seed(seed)
     channels_a, channels_b = images_a.shape[1], images_b.shape[1]
     nets = build(cfg, channels_a, channels_b)
-    adam = dict(lr=cfg.lr, betas=(cfg.beta1, 0.999), fused=True)
+    adam = dict(lr=cfg.lr, betas=(cfg.beta1, 0.999), fused=trainer.cuda)
     optimizer_g = torch.optim.Adam(nets["netG"].parameters(), **adam)
     optimizer_d = torch.optim.Adam(nets["netD"].parameters(), **adam)
     schedules = [linear_decay(o, cfg.steps, cfg.decay_start) for o in (optimizer_g, optimizer_d)]

@@ -193,7 +193,7 @@ def train(cfg: VitTranslatorConfig, images_a: torch.Tensor, images_b: torch.Tens
     torch.manual_seed(seed)
     channels_a, channels_b = images_a.shape[1], images_b.shape[1]
     net = build(cfg, channels_a, channels_b, images_a.shape[-1])["netG"]
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=True)  # default betas, as the seed
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, fused=trainer.cuda)  # default betas, as the seed
     netG, optimizer = trainer.prepare(net, optimizer)
     # A and B stacked: a flip or crop moves both alike, so the pairs stay aligned.
     pairs = trainer.batches(torch.cat([images_a, images_b], dim=1), seed, cfg.augment)
