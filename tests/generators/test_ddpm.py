@@ -86,6 +86,21 @@ def test_own_sampling_loop_gives_the_stock_pipelines_images(tmp_path, sampler):
     assert torch.equal(ours, from_unit(stock))
 
 
+def test_ctrl_c_while_sampling_stops_at_the_next_solver_step(tmp_path, monkeypatch):
+    from genaug.errors import Interrupted
+
+    raw, ema, scheduler, _ = train(tmp_path)
+    ddpm.save(tmp_path / "model", raw, scheduler, ema)
+    asked = iter([False, False, True])  # Ctrl-C arrives while the second solver step runs
+    monkeypatch.setattr(ddpm, "stop_requested", lambda: next(asked))
+    with pytest.raises(Interrupted, match=r"^interrupted while sampling, at solver step 2 of 3; run the same genaug "
+                                          r"command again to resume: .* without retraining$") as stopped:
+        ddpm.sample(tmp_path / "model" / "pipeline", 4, "dpmsolver++", 3, batch_size=4, seed=0)
+    assert stopped.value.exit_code == 130
+    with pytest.raises(StopIteration):  # it asked once per step, and not again after stopping
+        next(asked)
+
+
 def test_trains_at_its_own_resolution(tmp_path):
     cfg = MICRO.model_copy(update={"image_size": 4, "steps": 1})
     raw, _, _, _ = train(tmp_path, cfg)

@@ -18,7 +18,8 @@ import torch
 
 from genaug.config import DDPMConfig
 from genaug.data.images import from_unit, resize_square
-from genaug.engine import Trainer, warmup_cosine
+from genaug.engine import Trainer, stop_requested, warmup_cosine
+from genaug.errors import Interrupted
 
 SAMPLERS = {  # config name -> (diffusers scheduler class, extra config)
     "ddpm": ("DDPMScheduler", {}),
@@ -191,7 +192,11 @@ def denoise(unet, scheduler, n: int, steps: int, generator: torch.Generator) -> 
     shape = (n, config.in_channels, *((size, size) if isinstance(size, int) else size))
     image = randn_tensor(shape, generator=generator, device=weights.device, dtype=torch.float32)
     scheduler.set_timesteps(steps, device=weights.device)
-    for t in scheduler.timesteps:
+    for i, t in enumerate(scheduler.timesteps):
+        if stop_requested():  # Ctrl-C: minutes of DDPM-1000 sampling need not run out first
+            raise Interrupted(f"interrupted while sampling, at solver step {i} of {len(scheduler.timesteps)}; run "
+                              "the same genaug command again to resume: from the training's last checkpoint "
+                              "(runtime.checkpoint_every > 0) it samples again without retraining")
         prediction = unet(image.to(weights.dtype), t).sample.float()
         image = scheduler.step(prediction, t, image, generator=generator).prev_sample
     return (image / 2 + 0.5).clamp(0, 1)
