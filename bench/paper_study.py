@@ -49,7 +49,7 @@ TINY = ["data.image_size=32", "data.n_pool=40", "data.n_train=16", "data.n_test=
         'ddpm.preset="tiny"', "ddpm.epochs=0", "ddpm.steps=4", "ddpm.sample_steps=3", 'ddpm.sampler="dpmsolver++"',
         "cyclegan.num_downs=3", "cyclegan.ngf=8", "cyclegan.ndf=8", "cyclegan.steps=4", 'mae.preset="micro"',
         "mae.patch_size=4", "mae.epochs=40", "study.seeds=[0, 1]", "study.n_synthetic=16"]
-STOP_GRACE_S = 60  # after the SIGINT: genaug stops after the current training step, or the current non-training stage
+STOP_GRACE_S = 60  # after the SIGINT: genaug stops at the next training or sampling step; other stages finish first
 CURRENT_PLAN = ".current-plan.json"  # genaug.study.runner.CURRENT_PLAN_FILE, written when a run starts
 COPIED = ["*/*/manifest.json", "*/*/*.jsonl", "plan.json", CURRENT_PLAN, "report.md", "summary.json"]
 # genaug's one-line Ctrl-C message from a training loop (engine.Trainer.fit); its label is "<stage> <name>"
