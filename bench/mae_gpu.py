@@ -83,7 +83,7 @@ def stock(tiny: bool, batch: int, steps: int, warm: int, bf16: bool, compile: bo
 
 
 def genaug_run(cfg: MAEConfig, images: torch.Tensor, steps: int, warm: int, compile: bool, log: Path,
-               profile_steps: int = 0):
+               profile_steps: int = 0, compile_mode: str = "default"):
     """genaug's MAE stage training; -> (img/s over the steps after `warm`, trainer.timing, profile or None)."""
     from genaug import mae
     from genaug.engine import Trainer
@@ -108,7 +108,8 @@ def genaug_run(cfg: MAEConfig, images: torch.Tensor, steps: int, warm: int, comp
             profile["wall_s"] = time.perf_counter() - profile["start"]
             profile["profiler"].__exit__(None, None, None)
 
-    runtime = RuntimeConfig(log_every=steps, checkpoint_every=0, compile="on" if compile else "off")
+    runtime = RuntimeConfig(log_every=steps, checkpoint_every=0, compile="on" if compile else "off",
+                            compile_mode=compile_mode)
     trainer = Trainer(runtime, steps, log, "mae", on_step)
     normalizer = mae.normalizer_for(cfg, images)
     run_cfg = cfg.model_copy(update={"steps": steps})
@@ -166,6 +167,8 @@ def main():
     parser.add_argument("--big-batch", type=int, default=0, help="a second compiled genaug batch (0: skip)")
     parser.add_argument("--paper-batch", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--paper-compiled", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--paper-graphs", action=argparse.BooleanOptionalAction, default=True,
+                        help="the paper batch compiled with CUDA graphs too (runtime.compile_mode reduce-overhead)")
     parser.add_argument("--stock-fp32", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--genaug-eager", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
@@ -228,9 +231,12 @@ def main():
                first_step_incl_compile_s=timing.get("first_step_s"))
     if args.paper_batch:
         paper = cfg.model_copy(update={"batch_size": 16})
-        for compile in (False, True) if args.paper_compiled else (False,):
-            rate, timing, _ = genaug_run(paper, frames.rgb, warm + 4 * steps, warm, compile, args.out / "paper.jsonl")
-            report("genaug paper batch", batch=16, compile=compile, **figures(rate),
+        variants = ([(False, "default")] + [(True, "default")] * args.paper_compiled
+                    + [(True, "reduce-overhead")] * args.paper_graphs)
+        for compile, mode in variants:
+            rate, timing, _ = genaug_run(paper, frames.rgb, warm + 4 * steps, warm, compile, args.out / "paper.jsonl",
+                                         compile_mode=mode)
+            report("genaug paper batch", batch=16, compile=compile, compile_mode=mode, **figures(rate),
                    step_ms=round(16 / rate * 1000, 2), first_step_incl_compile_s=timing.get("first_step_s"),
                    host_syncs=timing["host_syncs_in_timed_steps"], first_sync=timing["first_sync"])
 

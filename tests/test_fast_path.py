@@ -158,3 +158,36 @@ def test_back_to_back_compiled_maes_compile_once(tmp_path):
     assert second.compiled == ["mae"] and second.timing["first_step_s"] < first.timing["first_step_s"]
     assert torch.allclose(torch.tensor(second.step_losses["loss"]), torch.tensor(eager.step_losses["loss"]),
                           rtol=1e-4, atol=1e-5)  # the reused graph trains the second model, not the first
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on the CPU needs a C++ compiler (none installed)")
+def test_cuda_graph_mode_marks_every_step(tmp_path, monkeypatch):
+    """runtime.compile_mode = "reduce-overhead" (CUDA graphs, for host-bound small batches). On the CPU
+    inductor runs without graphs, so this checks the trainer's side: a new-iteration mark before every
+    step, so that a replay may overwrite the last one's outputs."""
+    import torch._inductor.config
+
+    marks = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    eager, _ = train(tmp_path, "eager", compile="off")
+    with torch._inductor.config.patch(fallback_random=True):
+        graphed, _ = train(tmp_path, "graphed", compile="on", compile_mode="reduce-overhead")
+    assert graphed.graphed and not eager.graphed and graphed.timing["compile_mode"] == "reduce-overhead"
+    assert len(marks) == CFG.steps  # one per step, none for the eager run
+    assert torch.allclose(torch.tensor(graphed.step_losses["loss"]), torch.tensor(eager.step_losses["loss"]),
+                          rtol=1e-4, atol=1e-5)
+
+
+def test_the_trainer_keeps_copies_of_the_losses_a_step_returns(tmp_path):
+    """A CUDA graph's replay writes its outputs in place: the losses of earlier steps must not change."""
+    output = torch.zeros(())
+
+    def step(i):
+        output.fill_(float(i))  # what a replay does to the tensor the last step returned
+        return {"loss": output}
+
+    trainer = Trainer(RuntimeConfig(device="cpu", log_every=2, checkpoint_every=0), 4, tmp_path / "log.jsonl", "x")
+    rows = trainer.fit(step)
+    assert trainer.step_losses["loss"] == [0.0, 1.0, 2.0, 3.0]
+    assert [row["loss"] for row in rows] == [0.5, 2.5]

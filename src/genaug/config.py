@@ -321,6 +321,10 @@ class RuntimeConfig(Strict):
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the MAE and the DDPM "
                                                   "UNet: auto = on CUDA for stages of at least compile_min_steps")
     compile_min_steps: int = Field(500, ge=1, description="the shortest stage 'auto' compiles")
+    # At small batches (the seed paper's 16) a compiled step is host-bound: launching kernels takes
+    # longer than running them. CUDA graphs ("reduce-overhead") replay a whole step in one launch.
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile's mode for compiled stages; reduce-overhead adds CUDA graphs")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="training arithmetic: auto = bf16 autocast on CUDA; on the CPU, bf16 for the DDPM "
         "where the CPU has bf16 arithmetic (its convolutions gain), fp32 for the rest")

@@ -146,7 +146,13 @@ class Trainer:
         if not wanted:
             return module
         self.compiled.append(name)
-        return torch.compile(module)
+        self.timing["compile_mode"] = self.runtime.compile_mode
+        return torch.compile(module, mode=self.runtime.compile_mode)
+
+    @property
+    def graphed(self) -> bool:
+        """Does a compiled network replay CUDA graphs (whose outputs the next replay overwrites)?"""
+        return bool(self.compiled) and self.runtime.compile_mode in ("reduce-overhead", "max-autotune")
 
     def batches(self, images: torch.Tensor, seed: int, augment):
         """A `BatchSampler` of uint8 `images` for this device, resident there when `resident` says so.
@@ -204,8 +210,11 @@ class Trainer:
         pending = 0  # several processes: this many latest per-step losses are still this process's own
         while i < self.steps:
             i += 1
+            if self.graphed:  # a new iteration: the previous step's graph outputs may be overwritten now
+                torch.compiler.cudagraph_mark_step_begin()
             for name, value in step(i - 1).items():
-                value = value.detach().float()
+                # a copy: kept across steps, and a CUDA graph's next replay overwrites its own outputs
+                value = value.detach().to(torch.float32, copy=True)
                 loop["sums"][name] = loop["sums"].get(name, 0) + value
                 loop["per_step"].setdefault(name, []).append(value)
             loop["since_log"] += 1
