@@ -155,7 +155,7 @@ def test_back_to_back_compiled_maes_compile_once(tmp_path):
         second, _ = train(tmp_path, "second", compile="on")
     eager, _ = train(tmp_path, "eager", compile="off")
     assert counters["stats"]["unique_graphs"] == graphs  # nothing recompiled
-    assert second.compiled == ["mae"] and second.timing["first_step_s"] < first.timing["first_step_s"]
+    assert first.compiled == second.compiled == ["mae"]
     assert torch.allclose(torch.tensor(second.step_losses["loss"]), torch.tensor(eager.step_losses["loss"]),
                           rtol=1e-4, atol=1e-5)  # the reused graph trains the second model, not the first
 
