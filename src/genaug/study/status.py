@@ -14,7 +14,8 @@ from pathlib import Path
 from rich.table import Table
 
 from genaug.errors import UserError
-from genaug.study.store import LOCK, MANIFEST, _alive, _read_lock
+from genaug.engine import Checkpoints
+from genaug.study.store import LOCK, MANIFEST, Store, _alive, _read_lock
 
 STATES = ("done", "running", "failed", "pending")
 COLOURS = {"done": "green", "running": "cyan", "failed": "red", "pending": "white"}
@@ -42,12 +43,13 @@ def step_states(run_dir: Path) -> list[dict]:
     live = holder is not None and _alive(holder[0])
     failed_path = run_dir / LAUNCH_DIR / FAILED_FILE
     failed = json.loads(failed_path.read_text()) if failed_path.is_file() else {}
+    plan = _plan(run_dir)
+    store = Store(run_dir)  # after the plan is found: a mistyped path is refused, not created
     rows = []
-    for step in _plan(run_dir):
+    for step in plan:
         folder = run_dir / step["folder"]
-        stage, leaf = step["folder"].split("/", 1)
-        checkpoints = sorted((run_dir / stage / f".checkpoints-{leaf}").glob("checkpoint-*"),
-                             key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+        where = (step["stage"], step["name"], step["key"])
+        checkpoints = Checkpoints(store.checkpoints(*where), 0, 1).all()
         if (folder / MANIFEST).is_file():
             try:
                 seconds = json.loads((folder / MANIFEST).read_text()).get("seconds")
@@ -56,7 +58,7 @@ def step_states(run_dir: Path) -> list[dict]:
             state, detail = "done", "" if seconds is None else f"{seconds:.1f} s"
         elif step["folder"] in failed:
             state, detail = "failed", f"job {failed[step['folder']]['job']}: {failed[step['folder']]['log']}"
-        elif live and (run_dir / stage / f".tmp-{leaf}").is_dir():
+        elif live and store.temporary(*where).is_dir():
             state, detail = "running", f"at {checkpoints[-1].name}" if checkpoints else ""
         else:
             state, detail = "pending", f"resumes from {checkpoints[-1].name}" if checkpoints else ""

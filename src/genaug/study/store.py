@@ -106,6 +106,10 @@ class Store:
     def checkpoints(self, stage: str, name: str, key: str) -> Path:
         return self.root / stage / f".checkpoints-{name}-{key}"
 
+    def temporary(self, stage: str, name: str, key: str) -> Path:
+        """Where `building` fills a stage output before it becomes `path(stage, name, key)`."""
+        return self.root / stage / f".tmp-{name}-{key}"
+
     def is_complete(self, path: Path) -> bool:
         return (path / MANIFEST).is_file()
 
@@ -138,8 +142,7 @@ class Store:
                 shutil.rmtree(scratch, ignore_errors=True)
             manifest["seconds"] = round(time.time() - started, 2)
             return
-        final = self.path(stage, name, key)
-        tmp = final.with_name(f".tmp-{final.name}")
+        final, tmp = self.path(stage, name, key), self.temporary(stage, name, key)
         for stale in (tmp, final):
             if stale.exists():  # a killed attempt: never trusted, rebuilt from scratch
                 shutil.rmtree(stale)
