@@ -245,6 +245,15 @@ def main():
                           projected_total_from_scratch_s=round(ended["wall_s"] + remaining + cached_s, 1))
     report("projection (projected_* are estimates, not measurements)", **projection)
 
+    # the report's "Where the time went": wall time per stage while any of its steps built, lanes side by side
+    from genaug.analysis import timeline
+
+    spans, cuts = timeline.spans(list(done.values()))
+    if spans:
+        report("where the time went (complete steps)", lanes=max(s.lane for s in spans) + 1, pauses_cut=len(cuts),
+               stages=timeline.stage_times(spans),
+               steps=[[s.stage, s.name, round(s.start, 1), round(s.end, 1), s.lane, s.threads] for s in spans])
+
     compiled, not_compiled = [], collections.Counter()
     for m in done.values():
         for log, timing in m.get("timing", {}).items():

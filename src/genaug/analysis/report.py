@@ -405,7 +405,42 @@ def provenance_blocks(run: RunData) -> list[tuple]:
     return [("h2", "How this was produced"),
             ("ul", [f"Command: {facts['command']} (the last run that completed the study; its config.toml is below)",
                     f"Versions: {versions}; Python {facts['python']}",
-                    f"Machine: {facts['device']}; {facts['platform']}; finished {facts['finished']}"])]
+                    f"Machine: {facts['device']}; {facts['platform']}; finished {facts['finished']}",
+                    *thread_lines(facts)])]
+
+
+def thread_lines(facts: dict) -> list[str]:
+    """How many CPU threads the steps ran with: results repeat bit for bit on the CPU only with the same."""
+    per_step = facts.get("threads_per_step")
+    if not per_step:
+        return []
+    counts: dict[int, int] = {}
+    for threads in per_step.values():
+        counts[threads] = counts.get(threads, 0) + 1
+    spread = ", ".join(f"{threads} thread{'s' * (threads != 1)} for {n} step{'s' * (n != 1)}"
+                       for threads, n in sorted(counts.items()))
+    return [f"CPU threads: {spread} (provenance.json lists each step's)"]
+
+
+def timeline_blocks(run: RunData, out: Path) -> list[tuple]:
+    """Where the study's time went: a table per stage and a timeline of every step (parallel lanes)."""
+    from genaug.analysis import timeline
+
+    manifests = [json.loads((run.path(s) / MANIFEST).read_text()) for s in run.steps]
+    spans, cuts = timeline.spans(manifests)
+    if not spans:
+        return []
+    path = timeline.figure(spans, cuts, out / "timeline.png", save_figure)
+    lanes = max(s.lane for s in spans) + 1
+    left_out = len(manifests) - len(spans)
+    return [("h2", "Where the time went"),
+            ("p", f"Wall time of each stage while any of its steps was building ({len(spans)} steps"
+                  + (f"; {left_out} built before genaug recorded step times are left out" if left_out else "")
+                  + f"; at most {lanes} at once). The summed step time exceeds the wall time when steps ran "
+                  "side by side. The report itself is not included."),
+            ("table", *timeline.table(spans)),
+            ("img", path, "Every step of the study on the wall clock, coloured by stage; one row per lane of "
+                          "steps that ran at the same time")]
 
 
 def time_of_day_blocks(summary: dict) -> list[tuple]:
@@ -518,7 +553,7 @@ BUDGET_TEXT = {
 }
 
 
-def sections(summary: dict, figures: dict[str, list[tuple[Path, str]]], run: RunData) -> list[tuple]:
+def sections(summary: dict, figures: dict[str, list[tuple[Path, str]]], run: RunData, timing: list[tuple]) -> list[tuple]:
     header, rows = results_rows(summary)
     return [
         ("h1", "genaug study report"),
@@ -544,6 +579,7 @@ def sections(summary: dict, figures: dict[str, list[tuple[Path, str]]], run: Run
         *quality_blocks(summary),
         *[block for title, group in figures.items() if group for block in
           [("h2", title), *(("img", path, caption) for path, caption in group)]],
+        *timing,
         *provenance_blocks(run),
         ("h2", "Configuration"),
         ("pre", run.config_text),
@@ -613,7 +649,7 @@ def build_report(run_dir: Path) -> dict:
         "Reconstructions": figure_reconstructions(run, data, figures_dir),
         "Training": figure_losses(run, figures_dir),
     }
-    blocks = sections(summary, figures, run)
+    blocks = sections(summary, figures, run, timeline_blocks(run, figures_dir))
     write_results_csv(run.root / "results.csv", rows)
     write_json_atomic(run.root / "summary.json", summary)
     faults.point("report")

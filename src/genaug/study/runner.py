@@ -22,15 +22,17 @@ from genaug.errors import Interrupted, UserError
 from genaug.study.plan import Step, make_plan
 from genaug.study.resources import check_disk, disk_need, out_of_memory
 from genaug.study.stages import Context
-from genaug.study.store import Store, write_json_atomic, write_text_atomic
+from genaug.study.store import MANIFEST, Store, write_json_atomic, write_text_atomic
 
 PLAN_FILE = "plan.json"
 PROVENANCE_FILE = "provenance.json"
 CURRENT_PLAN_FILE = ".current-plan.json"  # the plan of the run in progress (or the last one), for `genaug status`
 
 
-def provenance(cfg: Config) -> dict:
-    """The command, versions and machine that produced the run directory's results (for the report)."""
+def provenance(cfg: Config, plan: list[Step], store: Store) -> dict:
+    """The command, versions and machine that produced the run directory's results (for the report),
+    and the CPU threads each step ran with (a step built by an earlier run or a job may differ from this
+    process's; steps from before genaug recorded it are left out)."""
     import platform
     import shlex
     import sys
@@ -53,7 +55,10 @@ def provenance(cfg: Config) -> dict:
                                                         "torchmetrics", "kornia", "numpy", "scipy")},
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "threads_per_step": {step.folder: threads for step in plan
+                             if (threads := json.loads((store.root / step.folder / MANIFEST).read_text()).get("threads"))},
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
 
@@ -150,7 +155,7 @@ def finish(cfg: Config, plan: list[Step], store: Store) -> dict:
     complete study's config, plan and report in place, consistent with each other). -> summary."""
     write_text_atomic(store.root / "config.toml", to_toml(cfg))
     write_json_atomic(store.root / PLAN_FILE, {"steps": [step.describe() for step in plan]})
-    write_json_atomic(store.root / PROVENANCE_FILE, provenance(cfg))
+    write_json_atomic(store.root / PROVENANCE_FILE, provenance(cfg, plan, store))
     from genaug.analysis.report import build_report
 
     return build_report(store.root)
@@ -207,6 +212,8 @@ def build_step(step: Step, cfg: Config, store: Store, progress: Progress, task) 
 
     with store.building(step.stage, step.name, step.key, {r: p.name for r, p in inputs.items()}) as (tmp, manifest):
         manifest["params"] = step.params
+        # the CPU threads this step ran with: results agree bit for bit only between runs with the same
+        manifest["threads"] = torch.get_num_threads()
         try:
             step.run(Context(
                 cfg=cfg, out=tmp, inputs=inputs, params=step.params, manifest=manifest, trainer=trainer,

@@ -161,7 +161,9 @@ class Store:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         os.replace(tmp, final)
-        manifest["seconds"] = round(time.time() - started, 2)
+        finished = time.time()
+        # this attempt's span on the wall clock: the report's timeline of where the study's time went
+        manifest.update(seconds=round(finished - started, 2), started=round(started, 2), finished=round(finished, 2))
         write_json_atomic(final / MANIFEST, manifest)
         shutil.rmtree(self.checkpoints(stage, name, key), ignore_errors=True)
 
