@@ -1,3 +1,6 @@
+import itertools
+import math
+
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
@@ -32,6 +35,10 @@ def test_point_estimates_and_image_tests_known_answers():
     same = compare(real, real)
     assert same["wilcoxon_p_images"] == 1.0 and same["effect_size_dz"] == 0.0 and same["rel_change_vs_real"] == 0.0
     assert same["ci95"] == [0.0, 0.0]  # paired by image: an identical condition has no spread at all
+    # d_z is 0.0 when the differences do not vary, also where rounding leaves an sd of about 1e-18
+    shifted = np.random.default_rng(0).uniform(0.01, 0.03, (1, 20))
+    assert compare(shifted + 0.01, shifted)["effect_size_dz"] == 0.0  # differences 1e-18 apart
+    assert compare(np.full((3, 20), 0.02), np.full((2, 20), 0.03))["effect_size_dz"] == 0.0  # all equal
 
 
 @pytest.mark.parametrize("effect, expected", [(-0.1, "improvement"), (0.1, "harm")])
@@ -118,6 +125,66 @@ def test_verdict_rules():
     assert verdict(0.0, [0.0, 0.1], 0.001) == "no detectable difference"  # touching 0 is not excluding it
     assert verdict(-0.1, None, 0.001) == verdict(-0.1, [-0.2, -0.1], None) == "no detectable difference"
     assert verdict(-0.1, [-0.2, -0.01], 0.04, alpha=0.01) == "no detectable difference"
+    assert verdict(0.1, [0.01, 0.2], 0.05) == "no detectable difference"  # p_holm must be below alpha, not equal
+
+
+# 3 seeds, each the same error on every image; centre 0.02. The known-answer tests use 20 images: with
+# 13 or fewer tied differences scipy's Wilcoxon switches to an exact permutation that takes seconds.
+SEED_MEANS = np.array([0.01, 0.02, 0.03])
+
+
+@pytest.mark.parametrize("side", ["condition", "real"])
+def test_small_seed_correction_scales_each_seed_draw_by_sqrt_s_over_s_minus_1(side):
+    """Images all alike, so a replicate is decided by its seed draw alone. With 3 seeds 0.01, 0.02, 0.03 a
+    draw of seeds (i, j, k) has mean m, one of 7 values; plain, the side's replicate mean is m; inflated,
+    it is 0.02 * (m / 0.02) ** sqrt(3 / 2) (its log deviation from the seed average scaled so that seed
+    resampling gives the S - 1 variance). The other side is one seed at 0.025, never resampled. Every
+    one of the 7 values turns up in 2000 replicates, and nothing else does."""
+    many, one = np.repeat(SEED_MEANS[:, None], 20, axis=1), np.full((1, 20), 0.025)
+    means = np.array(sorted({sum(d) / 3 for d in itertools.combinations_with_replacement(SEED_MEANS, 3)}))
+    assert len(means) == 7
+    inflated_means = 0.02 * (means / 0.02) ** math.sqrt(3 / 2)
+    if side == "condition":
+        plain, inflated = stats._bootstrap_ratio(many, one, 2000, 0)
+        expected_plain, expected_inflated = means / 0.025 - 1, inflated_means / 0.025 - 1
+    else:
+        plain, inflated = stats._bootstrap_ratio(one, many, 2000, 0)
+        expected_plain, expected_inflated = 0.025 / means - 1, 0.025 / inflated_means - 1
+    for replicates, expected in ((plain, expected_plain), (inflated, expected_inflated)):
+        distinct = np.unique(np.round(replicates, 12))
+        assert distinct == pytest.approx(np.sort(expected), rel=1e-9)
+
+
+def test_small_seed_interval_and_p_known_answer():
+    """compare on the case above (condition: 3 seeds 0.01, 0.02, 0.03; real: one seed at 0.03, so
+    rel = 0.02 / 0.03 - 1 and df = S - 1 = 2), by hand. The log replicates' lowest value is the draw
+    (0.01, 0.01, 0.01) (1/27 of draws, so it is the 2.5 % percentile), the highest (0.03, 0.03, 0.03);
+    each side of the interval is stretched by t_{0.975, 2} / z_{0.975}, t_{0.975, 2} = 0.95 / sqrt(2 *
+    0.975 * 0.025) in closed form. p: Student t with 2 df, whose tail is 1/2 (1 - t / sqrt(t^2 + 2)),
+    at |log(rel + 1)| over the SD of the log corrected replicates, here taken over the 27 equally likely
+    seed draws (the bootstrap estimates it from 2000, hence the 2 % tolerance)."""
+    condition, real = np.repeat(SEED_MEANS[:, None], 20, axis=1), np.full((1, 20), 0.03)
+    result = compare(condition, real)
+    log_rel = math.log(0.02 / 0.03)
+    stretch = 0.95 / math.sqrt(2 * 0.975 * 0.025) / 1.959963984540054
+    low, high = (log_rel + math.sqrt(3 / 2) * math.log(m / 0.02) for m in (0.01, 0.03))
+    assert result["df"] == pytest.approx(2.0)
+    assert result["rel_change_vs_real"] == pytest.approx(0.02 / 0.03 - 1)
+    assert result["ci95"] == pytest.approx([math.expm1(log_rel + stretch * (low - log_rel)),
+                                            math.expm1(log_rel + stretch * (high - log_rel))], rel=1e-9)
+    assert result["ci95_uncorrected"] == pytest.approx([0.01 / 0.03 - 1, 0.03 / 0.03 - 1], abs=1e-12)
+    logs = [log_rel + math.sqrt(3 / 2) * math.log(sum(d) / 3 / 0.02) for d in itertools.product(SEED_MEANS, repeat=3)]
+    t = abs(log_rel) / np.std(logs)
+    assert result["p_value"] == pytest.approx(1 - t / math.sqrt(t**2 + 2), rel=0.02)
+
+
+def test_welch_df_known_answer():
+    """Welch-Satterthwaite df of the log per-seed means: condition log means -4, -3.9, -3.8 (variance
+    0.01), real -4, -3.8 (variance 0.02): (0.01/3 + 0.02/2)^2 / ((0.01/3)^2 / 2 + (0.02/2)^2 / 1) = 32/19."""
+    condition = np.repeat(np.exp([-4.0, -3.9, -3.8])[:, None], 20, axis=1)
+    real = np.repeat(np.exp([-4.0, -3.8])[:, None], 20, axis=1)
+    assert compare(condition, real)["df"] == pytest.approx(32 / 19, rel=1e-9)
+    assert compare(real, condition)["df"] == pytest.approx(32 / 19, rel=1e-9)
 
 
 def test_bootstrap_is_paired_by_image_and_resamples_seeds():

@@ -173,6 +173,8 @@ def compare(condition_mse: np.ndarray, real_mse: np.ndarray, n_boot: int = 2000,
     diff = mean_c - mean_r
     p_wilcoxon = float(stats.wilcoxon(mean_c, mean_r).pvalue) if np.any(diff != 0) else 1.0
     sd = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
+    # "do not vary" up to rounding: equal differences (a constant shift) leave an sd of ~1e-18, not 0
+    varies = sd > 1e-9 * float(np.abs(diff).max())
     return {
         "rel_change_vs_real": rel,
         "ci95": [float(ci95[0]), float(ci95[1])],
@@ -183,7 +185,7 @@ def compare(condition_mse: np.ndarray, real_mse: np.ndarray, n_boot: int = 2000,
         "p_bootstrap": p_bootstrap,
         "wilcoxon_p_images": p_wilcoxon,
         "df": float(df) if math.isfinite(df) else None,
-        "effect_size_dz": float(diff.mean() / sd) if sd > 0 else 0.0,
+        "effect_size_dz": float(diff.mean() / sd) if varies else 0.0,
         "n_boot": int(n_boot),
         "bootstrap_seed": int(seed),
         "n_seeds_condition": int(s_c),
