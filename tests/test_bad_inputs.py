@@ -7,7 +7,8 @@ run (plus a sentinel file of the user's), whose files must be byte-for-byte and 
 what they were before, and data cases also check that the user's data files were not touched.
 
 The study is nano-sized (thermal only, the real condition, one seed, four MAE steps): the completed
-run is built once per module in a few seconds, and every case fails before or at its first stage.
+run is built once per module in a few seconds, and every case fails before or at its first stage (but
+the rolled-back non-finite loss, which completes its MAE).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import traceback
 from collections import namedtuple
@@ -68,16 +70,13 @@ def assert_user_error(result, *fragments: str) -> str:
     return lines[0]
 
 
-def snapshot(root: Path) -> dict[str, tuple[str | None, int]]:
+def snapshot(root: Path) -> dict[str, tuple[str, int]]:
     """relative path -> (sha256, mtime_ns) of every file under root, hidden ones included."""
     files = {}
     for path in sorted(root.rglob("*")):
         if path.is_file():
-            try:
-                digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            except PermissionError:  # a deliberately unreadable file: its mtime must still hold
-                digest = None
-            files[path.relative_to(root).as_posix()] = (digest, path.stat().st_mtime_ns)
+            files[path.relative_to(root).as_posix()] = (hashlib.sha256(path.read_bytes()).hexdigest(),
+                                                        path.stat().st_mtime_ns)
     return files
 
 
@@ -338,13 +337,14 @@ def _rgb_only_with_thermal_modality(root):
 
 def _unreadable_file(root):
     path = root / "rgb" / "scene_000001.png"
-    path.chmod(0)
-    return folder_settings(root / "rgb", root / "thermal"), [f"{path}: unreadable image"]
+    return (folder_settings(root / "rgb", root / "thermal"), [f"{path}: unreadable image", "Permission denied"],
+            path)
 
 
 def _unreadable_folder(root):
-    (root / "thermal").chmod(0)
-    return folder_settings(root / "rgb", root / "thermal"), [f"data.folder.thermal = '{root / 'thermal'}'"]
+    folder = root / "thermal"
+    return (folder_settings(root / "rgb", folder),
+            [f"data.folder.thermal = '{folder}': cannot list the folder (Permission denied)"], folder)
 
 
 FOLDER_CASES = {
@@ -366,26 +366,47 @@ FOLDER_CASES = {
 }
 
 
-def _skip_if_permissions_are_ignored(root: Path) -> None:
-    """chmod 000 means nothing to root (or CAP_DAC_OVERRIDE): the case cannot be made here."""
-    for path in root.rglob("*"):
-        if path.stat().st_mode & 0o777 == 0:
-            if os.access(path, os.R_OK):
-                pytest.skip(f"running as uid {os.geteuid()}: {path.name} stays readable after chmod 000")
+def deny_reading(monkeypatch, denied: Path) -> None:
+    """What `chmod 000 denied` does for a user without root's override, made so for root too (CI runs as
+    root, where chmod changes nothing): opening `denied` or anything in it, and listing it, raise the
+    kernel's PermissionError (EACCES); every other path reads as before. Covers what the readers call:
+    PIL's `builtins.open`, pathlib's `io.open`, `os.scandir` and `os.listdir`."""
+    import builtins
+    import errno
+    import io
+
+    denied_path = os.path.abspath(denied)
+
+    def refusing(real, name):
+        def wrapper(*args, **kwargs):
+            target = args[0] if args else kwargs.get("file", kwargs.get("path", "."))
+            if isinstance(target, (str, os.PathLike)):
+                path = os.path.abspath(target)
+                if path == denied_path or path.startswith(denied_path + os.sep):
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(target))
+            return real(*args, **kwargs)
+
+        wrapper.__name__ = name
+        return wrapper
+
+    for module, name in ((builtins, "open"), (io, "open"), (os, "scandir"), (os, "listdir")):
+        monkeypatch.setattr(module, name, refusing(getattr(module, name), name))
 
 
 @pytest.mark.parametrize("damage", FOLDER_CASES.values(), ids=FOLDER_CASES.keys())
-def test_bad_folder_data(produced, pairs, damage):
-    settings, fragments = damage(pairs)
-    _skip_if_permissions_are_ignored(pairs)
+def test_bad_folder_data(produced, pairs, monkeypatch, damage):
+    """Each damaged folder ends the run with the one line naming the file or folder at fault. The
+    unreadable cases deny reading one path the way the kernel does for a non-root user (see
+    `deny_reading`), so they run as root as well."""
+    settings, fragments, *unreadable = damage(pairs)
     data = snapshot(pairs)
-    try:
-        assert_user_error(invoke("run", "--out", produced.dir, *sets(*NANO, *settings)), *fragments)
-        produced.intact()
-        assert_intact(pairs, data)  # the user's data is never touched
-    finally:
-        for path in [pairs, *pairs.rglob("*")]:  # let tmp_path be cleaned up
-            path.chmod(0o755 if path.is_dir() else 0o644)
+    with monkeypatch.context() as denial:
+        for path in unreadable:
+            deny_reading(denial, path)
+        result = invoke("run", "--out", produced.dir, *sets(*NANO, *settings))
+    assert_user_error(result, *fragments)
+    produced.intact()
+    assert_intact(pairs, data)  # the user's data is never touched
 
 
 def _missing_root(root):
@@ -576,9 +597,23 @@ Usage = namedtuple("Usage", "total used free")
 
 
 def test_disk_short(produced, monkeypatch):
+    """A stage whose disk need exceeds the free space is refused before it starts, with both numbers:
+    the need of that stage (resources' estimate for the new MAE, the first stage left to build) and the
+    free space, each in the unit printed. The free space is faked 1 MB short of the need: the two numbers
+    differ, and a shortfall that small is refused too."""
+    from genaug.config import load_config
+    from genaug.study.resources import MB, disk_need
+    from genaug.study.runner import images_written
+
+    settings = [*NANO, "mae.steps=6"]
+    step = _mae_step(settings)
+    cfg = load_config(None, settings)
+    need = disk_need(cfg, step.stage, step.params, images_written(cfg, step))
+    free = need - MB
     # shutil itself, so the check is faked wherever it lives (genaug.study.runner or a helper module it uses)
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**12, 10**12 - 1, 1))
-    assert_user_error(invoke("run", "--out", produced.dir, *sets(*NANO, "mae.steps=6")), "disk", "free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(10**12, 10**12 - free, free))
+    line = assert_user_error(invoke("run", "--out", produced.dir, *sets(*settings)), "disk", "mae thermal-real-seed0")
+    assert re.findall(r"(\d+) MB", line) == [f"{need / MB:.0f}", f"{free / MB:.0f}"], line  # need, then free
     produced.intact()
 
 
@@ -586,6 +621,46 @@ def test_non_finite_loss(produced):
     result = invoke("run", "--out", produced.dir, *sets(*NANO, "mae.lr=1e30"))
     assert_user_error(result, "thermal-real-seed0", "non-finite")
     produced.intact()
+
+
+def test_a_rolled_back_non_finite_loss_is_noted_in_the_stage_manifest(produced, monkeypatch):
+    """runtime.on_nonfinite = "rollback": a non-finite loss at the MAE's 3rd step (made so in the losses
+    the trainer reads) sends the stage back to its last checkpoint, checkpoint-2, with every learning
+    rate halved, and the run completes. The stage's manifest.json records the step, the checkpoint and
+    the halving; and the redone steps did run at half their rates (through accelerate's wrapped
+    optimiser and schedule: the schedule's base rates are halved too, so the next step keeps it)."""
+    from genaug import engine
+
+    fit = engine.Trainer.fit
+    lrs = []  # the MAE's learning rate at each step it ran, redone steps included
+
+    def fit_with_a_nan_at_step_3(self, step, state=None):
+        if self.section != "mae":
+            return fit(self, step, state)
+        poison = {2}  # 0-based
+
+        def poisoned(i):
+            lrs.append(state["optimizer"].param_groups[0]["lr"])
+            losses = step(i)
+            if i in poison:  # once: the step redone after the rollback is finite
+                poison.discard(i)
+                losses = {name: loss * float("nan") for name, loss in losses.items()}
+            return losses
+
+        return fit(self, poisoned, state)
+
+    monkeypatch.setattr(engine.Trainer, "fit", fit_with_a_nan_at_step_3)
+    settings = [*NANO, "mae.steps=6", "runtime.on_nonfinite=rollback"]
+    result = invoke("run", "--out", produced.dir, *sets(*settings))
+    assert result.exit_code == 0, explain(result)
+    stage = produced.dir / _mae_step(settings).folder
+    assert json.loads((stage / "manifest.json").read_text())["notes"] == [
+        "mae thermal-real-seed0: loss 'loss' non-finite at step 3; rolled back to checkpoint-2 with every learning "
+        "rate halved"]
+    # steps 1-4 (step 3's NaN seen at the log step, 4), then 3-6 again: 3 and 4 at half their first rates
+    assert len(lrs) == 8 and lrs[4:6] == pytest.approx([lrs[2] / 2, lrs[3] / 2]) and lrs[3] > 0
+    rows = [json.loads(line) for line in (stage / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [2, 4, 6] and all(np.isfinite(row["loss"]) for row in rows)
 
 
 def test_out_of_gpu_memory_names_the_batch_size(produced, monkeypatch):

@@ -8,8 +8,9 @@ Real child processes: `python -m torch.distributed.run --standalone --nproc_per_
 - A micro study restricted to the MAE stage gives the one-process results to a tolerance (ViTMAE
   draws each process's masks from its own copy of the global RNG, so the masks, not the data, differ),
   evaluates each test image exactly once in the original order, and writes every artifact once.
-- A NaN in one process's loss rolls every process back together; a non-main process builds in
-  private scratch and leaves the lock alone; an indivisible global batch is refused naming its key.
+- A NaN in one process's loss rolls every process back together, or (the default) stops every process
+  at the same step with the same error; a non-main process builds in private scratch and leaves the
+  lock alone; an indivisible global batch is refused naming its key.
 """
 
 import json
@@ -69,9 +70,10 @@ TOY = textwrap.dedent('''
     from genaug import distributed
     from genaug.config import AugmentConfig, RuntimeConfig
     from genaug.engine import Trainer
+    from genaug.errors import UserError
 
 
-    def main(out):
+    def main(out, on_nonfinite=None):
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)
@@ -82,13 +84,15 @@ TOY = textwrap.dedent('''
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (1 + step))  # steps once a step
         poison = os.environ.get("TOY_POISON")  # "<rank>:<step>": that process's loss is NaN once, there
         runtime = RuntimeConfig(device="cpu", log_every=2, checkpoint_every=3, threads=1,
-                                on_nonfinite="rollback" if poison else "stop")
+                                on_nonfinite=on_nonfinite or ("rollback" if poison else "stop"))
         trainer = Trainer(runtime, 9, out / "log.jsonl", "toy run", checkpoint_dir=out / "ckpt")
         model, optimizer, schedule = trainer.prepare(model, optimizer, schedule)
         batches = trainer.batches(images, 0, AugmentConfig(hflip=True))
+        ran = []  # the steps this process ran
 
         def step(i):
             nonlocal poison
+            ran.append(i + 1)
             x = batches(8).flatten(1)
             loss = (model(x).squeeze(1) - x @ target).pow(2).mean()
             if poison == f"{distributed.rank()}:{i + 1}":
@@ -99,17 +103,24 @@ TOY = textwrap.dedent('''
             optimizer.zero_grad(set_to_none=True)
             return {"loss": loss}
 
-        trainer.fit(step, {"model": model, "optimizer": optimizer, "schedule": schedule, "batches": batches})
+        try:
+            trainer.fit(step, {"model": model, "optimizer": optimizer, "schedule": schedule, "batches": batches})
+        except UserError as e:  # what `genaug run` would print and exit with, recorded by every process
+            (out / f"stopped-rank{distributed.rank()}.json").write_text(json.dumps(
+                {"error": str(e), "exit_code": e.exit_code, "last_step": ran[-1]}))
+            return
         if distributed.is_main():
             weights = [p.detach().flatten().tolist() for p in trainer.accelerator.unwrap_model(model).parameters()]
             (out / "result.json").write_text(json.dumps({"weights": weights, "step_losses": trainer.step_losses,
                                                           "timing": trainer.timing, "lr": schedule.get_last_lr(),
                                                           "notes": trainer.notes}))
-        distributed.shutdown()
 
 
     if __name__ == "__main__":
-        main(sys.argv[1])
+        for arg in sys.argv[1:]:  # OUT, or stop:OUT / rollback:OUT: trainings one after the other
+            mode, _, out = arg.partition(":") if arg.startswith(("stop:", "rollback:")) else ("", "", arg)
+            main(out, mode or None)
+        distributed.shutdown()
 ''')
 
 
@@ -156,19 +167,45 @@ def test_two_processes_train_what_one_trains_and_resume_from_the_main_checkpoint
     assert_same_training(two, read_toy(tmp_path / "resumed"), 1e-7)
 
 
-@needs_gloo
-def test_a_non_finite_loss_in_one_process_rolls_every_process_back_together(tmp_path):
-    script = tmp_path / "toy.py"
+@pytest.fixture(scope="module")
+def non_finite(tmp_path_factory):
+    """One launch of two processes, two trainings in turn, where only process 1's loss is NaN, once, at
+    step 5 (the gradients it shares poison both replicas): `rollback/` under runtime.on_nonfinite =
+    "rollback", then `stop/` under the default "stop". -> the folder holding both."""
+    root = tmp_path_factory.mktemp("non-finite")
+    script = root / "toy.py"
     script.write_text(TOY)
-    # Only process 1's loss is NaN (at step 5; the gradients it shares poison both replicas): the shared
-    # losses show it to both at step 6, and both go back to checkpoint-3 and finish in step.
-    done = launch([str(script), str(tmp_path / "two")], {"TOY_POISON": "1:5"})
+    done = launch([str(script), f"rollback:{root / 'rollback'}", f"stop:{root / 'stop'}"], {"TOY_POISON": "1:5"})
     assert done.returncode == 0, done.stderr[-3000:]
-    result, rows = read_toy(tmp_path / "two")
+    return root
+
+
+@needs_gloo
+def test_a_non_finite_loss_in_one_process_rolls_every_process_back_together(non_finite):
+    # The shared losses show process 1's NaN to both at step 6; both go back to checkpoint-3 and finish in step.
+    result, rows = read_toy(non_finite / "rollback")
     assert result["notes"] == ["toy run: loss 'loss' non-finite at step 5; rolled back to checkpoint-3 with every "
                                "learning rate halved"]
     assert [r["step"] for r in rows] == [2, 4, 6, 8, 9] and all(torch.isfinite(torch.tensor(result["weights"][0])))
     assert result["lr"] == pytest.approx([0.05 * 0.5 / (1 + 9)])  # halved for good, not for one step
+
+
+@needs_gloo
+def test_a_non_finite_loss_in_one_process_stops_every_process_at_the_same_step(non_finite):
+    """runtime.on_nonfinite = "stop" (the default): both processes stop at step 6, where the shared losses
+    show process 1's NaN of step 5, each with the same one-line error (exit status 2) naming step 5 and
+    the last good checkpoint; nothing is half-written: checkpoint-6, due at that step, is not written,
+    the log ends at step 4, and no result."""
+    out = non_finite / "stop"
+    stopped = [json.loads((out / f"stopped-rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert stopped[0] == stopped[1], stopped
+    error = stopped[0]["error"]
+    assert "toy run: loss 'loss' became non-finite at step 5" in error and "\n" not in error
+    assert f"last good checkpoint: {out / 'ckpt' / 'checkpoint-3'}" in error
+    assert stopped[0]["exit_code"] == 2 and stopped[0]["last_step"] == 6
+    assert sorted(p.name for p in (out / "ckpt").iterdir()) == ["checkpoint-3"]
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [2, 4]
+    assert not (out / "result.json").exists()
 
 
 def test_an_indivisible_global_batch_is_refused_naming_the_key(tmp_path):

@@ -1,12 +1,16 @@
-"""The training loop's guards: non-finite losses, rollback, Ctrl-C, and resuming after each."""
+"""The training loop's guards: non-finite losses, rollback, Ctrl-C, and resuming after each; and its
+checkpoints: which ones are kept, which one a resume picks, what it restores, and that a half-written
+one is never read."""
 
+import errno
 import json
+import os
 
 import pytest
 import torch
 
 from genaug import engine
-from genaug.config import RuntimeConfig
+from genaug.config import AugmentConfig, RuntimeConfig
 from genaug.engine import Trainer
 from genaug.errors import Interrupted, UserError
 
@@ -38,10 +42,49 @@ class Toy:
         return {"loss": loss}
 
 
-def trainer(tmp_path, steps=12, **runtime):
+class Learner:
+    """A linear model with dropout on flipped 4x4 images: every loss depends on all a resume must restore,
+    the sampler's data order and flips, torch's global RNG (dropout), AdamW's moments and a decaying
+    schedule. Built afresh, as a new process would build it: the global RNG seeded again."""
+
+    def __init__(self, run: Trainer):
+        torch.manual_seed(0)
+        images = torch.randint(0, 256, (16, 1, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+        self.model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.25), torch.nn.Linear(16, 1))
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=0.05)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: 1 / (1 + step))
+        self.batches = run.batches(images, 0, AugmentConfig(hflip=True))
+        self.target = torch.linspace(-1, 1, 16)
+
+    def state(self):
+        return {"model": self.model, "optimizer": self.optimizer, "schedule": self.schedule, "batches": self.batches}
+
+    def step(self, i):
+        x = self.batches(4)
+        loss = (self.model(x).squeeze(1) - x.flatten(1) @ self.target).pow(2).mean()
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+        return {"loss": loss}
+
+
+def trainer(tmp_path, steps=12, on_step=None, **runtime):
     settings = dict(device="cpu", log_every=2, checkpoint_every=4) | runtime
     tmp_path.mkdir(parents=True, exist_ok=True)
-    return Trainer(RuntimeConfig(**settings), steps, tmp_path / "log.jsonl", "toy run", checkpoint_dir=tmp_path / "ckpt")
+    return Trainer(RuntimeConfig(**settings), steps, tmp_path / "log.jsonl", "toy run", on_step=on_step,
+                   checkpoint_dir=tmp_path / "ckpt")
+
+
+def stop_at(step, i_stop):
+    """`step`, with Ctrl-C pressed during step `i_stop` (1-based)."""
+
+    def pressing(i):
+        if i == i_stop - 1:
+            engine.request_stop()
+        return step(i)
+
+    return pressing
 
 
 def test_non_finite_loss_names_the_step_and_the_last_good_checkpoint(tmp_path):
@@ -86,16 +129,9 @@ def test_ctrl_c_checkpoints_the_current_step_and_the_rerun_resumes_exactly(tmp_p
     expected = trainer(tmp_path / "whole").fit(uninterrupted.step, uninterrupted.state())
 
     toy = Toy()
-    original_step = toy.step
-
-    def press_ctrl_c_at_step_6(i):
-        if i == 5:
-            engine.request_stop()
-        return original_step(i)
-
     try:
         with pytest.raises(Interrupted) as stopped:
-            trainer(tmp_path).fit(press_ctrl_c_at_step_6, toy.state())
+            trainer(tmp_path).fit(stop_at(toy.step, 6), toy.state())
     finally:
         engine.clear_stop()
     assert "stopped at step 6 of 12" in str(stopped.value) and "run the same genaug command again" in str(stopped.value)
@@ -107,3 +143,84 @@ def test_ctrl_c_checkpoints_the_current_step_and_the_rerun_resumes_exactly(tmp_p
     history = resumed.fit(resumed_toy.step, resumed_toy.state())
     assert resumed.resumed_from == 6 and history == expected
     assert torch.equal(resumed_toy.weight, uninterrupted.weight)
+
+
+def test_a_resumed_run_repeats_the_uninterrupted_run_bit_for_bit(tmp_path):
+    """Stopped at step 10 and resumed by a fresh trainer and model (as a new process would), a run has
+    every step's loss, the weights and the learning rate of the run that never stopped, to the bit: the
+    checkpoint restored the data order, the global RNG, the optimiser and the schedule. It resumes from
+    the newest checkpoint by step number: checkpoint-10, not checkpoint-9 (which sorts after it by name)."""
+    settings = dict(steps=14, checkpoint_every=3, checkpoints_total_limit=3)
+    whole_run = trainer(tmp_path / "whole", **settings)
+    whole = Learner(whole_run)
+    expected = whole_run.fit(whole.step, whole.state())
+
+    stopped_run = trainer(tmp_path / "run", **settings)
+    stopped = Learner(stopped_run)
+    try:
+        with pytest.raises(Interrupted, match="stopped at step 10 of 14"):
+            stopped_run.fit(stop_at(stopped.step, 10), stopped.state())
+    finally:
+        engine.clear_stop()
+    assert {p.name for p in (tmp_path / "run" / "ckpt").iterdir()} == {"checkpoint-6", "checkpoint-9", "checkpoint-10"}
+
+    resumed_run = trainer(tmp_path / "run", **settings)
+    resumed = Learner(resumed_run)
+    history = resumed_run.fit(resumed.step, resumed.state())
+    assert resumed_run.resumed_from == 10
+    assert resumed_run.step_losses == whole_run.step_losses and len(whole_run.step_losses["loss"]) == 14
+    assert history == expected
+    for mine, theirs in zip(resumed.model.parameters(), whole.model.parameters()):
+        assert torch.equal(mine, theirs)
+    assert resumed.schedule.get_last_lr() == whole.schedule.get_last_lr() == pytest.approx([0.05 / 15])
+
+
+def test_checkpoints_total_limit_keeps_the_newest_ones(tmp_path):
+    """A checkpoint every 2 steps and at the last (11), at most 2 kept: after each save the folder holds
+    exactly the two newest by step number, and nothing else (no temporary folder left behind)."""
+    folder = tmp_path / "ckpt"
+    held = {}
+
+    def look(i, row):
+        held[i] = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+    toy = Toy()
+    trainer(tmp_path, steps=11, on_step=look, checkpoint_every=2, checkpoints_total_limit=2).fit(toy.step, toy.state())
+    names = {i: sorted(f"checkpoint-{s}" for s in steps) for i, steps in
+             {1: [], 2: [2], 3: [2], 4: [2, 4], 6: [4, 6], 8: [6, 8], 10: [8, 10], 11: [10, 11]}.items()}
+    assert {i: held[i] for i in names} == names
+
+
+def test_a_checkpoint_cut_short_is_never_resumed_from(tmp_path, monkeypatch):
+    """Writing checkpoint-8 fails halfway (a truncated tensors file, then "no space left"; a kill there
+    leaves the same): no checkpoint-8 appears, since a checkpoint is written under a temporary name and
+    renamed once complete. The next run resumes from checkpoint-4 and ends where an uninterrupted one does."""
+    import safetensors.torch
+
+    whole = Toy()
+    expected = trainer(tmp_path / "whole").fit(whole.step, whole.state())
+
+    save_file = safetensors.torch.save_file
+    saves = []
+
+    def fails_the_second_time(tensors, filename, *args, **kwargs):
+        saves.append(filename)
+        if len(saves) == 2:
+            with open(filename, "wb") as half:
+                half.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return save_file(tensors, filename, *args, **kwargs)
+
+    toy = Toy()
+    with monkeypatch.context() as disk_full:
+        disk_full.setattr(safetensors.torch, "save_file", fails_the_second_time)
+        with pytest.raises(OSError, match="No space left"):
+            trainer(tmp_path / "run").fit(toy.step, toy.state())
+    assert len(saves) == 2
+    kept = sorted(p.name for p in (tmp_path / "run" / "ckpt").iterdir() if not p.name.startswith("."))
+    assert kept == ["checkpoint-4"]  # (the unfinished .tmp-checkpoint-8 is never read, and is replaced next time)
+
+    resumed_toy = Toy()
+    resumed = trainer(tmp_path / "run")
+    assert resumed.fit(resumed_toy.step, resumed_toy.state()) == expected and resumed.resumed_from == 4
+    assert torch.equal(resumed_toy.weight, whole.weight)
