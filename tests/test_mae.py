@@ -58,6 +58,41 @@ def test_masked_errors_count_only_masked_pixels():
     assert abs(psnr.item() - (-10 * torch.log10(torch.tensor(16 * 0.25 / 64))).item()) < 1e-4
 
 
+def test_masked_patches_are_numbered_row_by_row():
+    """ViTMAE numbers patches row by row (patchify: index = row * grid + column): on a 2 x 2 grid, patch 1
+    is the top-right quarter and patch 2 the bottom-left one. Only the hidden patch's pixels are scored."""
+    target = torch.zeros(1, 1, 8, 8)
+    top_right, bottom_left = torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)
+    top_right[..., :4, 4:] = 1.0
+    bottom_left[..., 4:, :4] = 1.0
+    hide_1 = torch.tensor([[0.0, 1.0, 0.0, 0.0]])
+    assert torch.equal(mae.patch_mask_to_pixels(hide_1, 4, 8), top_right)
+    assert mae.masked_errors(top_right * 0.5, target, hide_1, patch=4)[0].item() == 0.25
+    assert mae.masked_errors(bottom_left * 0.5, target, hide_1, patch=4)[0].item() == 0.0
+    hide_2 = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
+    assert mae.masked_errors(bottom_left * 0.5, target, hide_2, patch=4)[0].item() == 0.25
+
+
+def test_reconstruction_is_in_unit_pixel_space():
+    """A decoder whose output is the constant b_c for channel c (in the model's normalised space)
+    reconstructs every pixel as b_c * std_c + mean_c in [0, 1] pixel space, and its masked MSE against
+    black images is the mean over channels of that squared, worked out by hand here."""
+    model = mae.build(CFG, 8, 3).eval()
+    with torch.no_grad():
+        model.decoder.decoder_pred.weight.zero_()
+        # patchify layout (p, q, C): the channel varies fastest
+        model.decoder.decoder_pred.bias.copy_(torch.tensor([1.0, -1.0, 0.5]).repeat(16))
+    normalizer = mae.Normalizer([0.5, 0.4, 0.3], [0.2, 0.25, 0.3])
+    images = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    noise = mae.fixed_noise(["a", "b"], 4, eval_seed=0)
+    prediction, mask = mae.reconstruct(model, normalizer, images, noise)
+    expected = torch.tensor([0.7, 0.15, 0.45]).view(1, 3, 1, 1).expand(2, 3, 8, 8)  # 1*.2+.5, -1*.25+.4, .5*.3+.3
+    assert torch.allclose(prediction, expected, atol=1e-6)
+    assert torch.equal(mask, mae.mask_from_noise(noise, 0.75))
+    mse, _ = mae.masked_errors(prediction, to_unit(images), mask, patch=4)
+    assert torch.allclose(mse, torch.full((2,), (0.49 + 0.0225 + 0.2025) / 3), atol=1e-6)
+
+
 def test_scratch_mae_has_sincos_positions_that_survive_save_and_load(tmp_path):
     """transformers 5.x builds scratch ViTMAEs with zero positions; `build` must put them back."""
     from transformers import ViTMAEForPreTraining

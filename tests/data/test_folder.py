@@ -11,6 +11,8 @@ from genaug.config import DataConfig
 from genaug.data.folder import FolderSource, inspect, list_images
 from genaug.errors import UserError
 
+from .known_answers import SIDE, assert_fitted, banded
+
 
 def _rgb(path, seed=0, size=(20, 16)):
     rng = np.random.default_rng(seed)
@@ -287,3 +289,31 @@ def test_inspect_duplicates_and_sampling(tmp_path):
     assert inspect(rgb, None, headers="all")["folders"]["rgb"]["checked"] == 10
     with pytest.raises(UserError, match="headers"):
         inspect(rgb, None, headers="some")
+
+
+# ------------------------------------------------------------------------- data.resize on 2:1 frames
+
+RGB_BANDS, GREY_BANDS = ((200, 10, 0), (0, 200, 30), (40, 0, 200)), (60, 120, 200)
+
+
+def test_resize_policy_fits_non_square_frames_as_configured_and_keys_the_cache(tmp_path, monkeypatch):
+    """A 2:1 RGB + thermal pair with left / centre / right bands, loaded as the study loads a set (through
+    the decoded-set cache) under each `data.resize`: crop keeps only the centre band, pad adds black bars
+    and keeps every band, squash keeps every band at full height (known_answers.assert_fitted). The
+    policies' sets are cached apart: a set decoded under one policy is never served for another."""
+    from genaug.data.cache import load_cached
+
+    monkeypatch.setenv("GENAUG_CACHE", str(tmp_path / "cache"))
+    rgb, th = tmp_path / "rgb", tmp_path / "thermal"
+    rgb.mkdir(), th.mkdir()
+    Image.fromarray(banded(RGB_BANDS)).save(rgb / "a.png")
+    Image.fromarray(banded(GREY_BANDS)).save(th / "a.png")
+    for again in (False, True):
+        for policy in ("crop", "pad", "squash"):
+            data = _config(rgb, th, resize=policy)
+            assert data.image_size == SIDE
+            source = FolderSource(data, seed=0)
+            frames, hit = load_cached(source, source.scan().frames, data, 0, source.modalities)
+            assert hit is again, policy
+            assert_fitted(frames.rgb[0].permute(1, 2, 0).numpy(), policy, RGB_BANDS)
+            assert_fitted(frames.thermal[0, 0].numpy(), policy, GREY_BANDS)

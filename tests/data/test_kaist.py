@@ -16,6 +16,8 @@ from genaug.data import kaist as K
 from genaug.data import scenes
 from genaug.errors import UserError
 
+from .known_answers import assert_fitted, banded
+
 # (set, video, frames): set00 and set06 are day sets, set03 a night set; set06 is the test split
 VIDEOS = [("set00", "V000", 4), ("set00", "V001", 3), ("set03", "V000", 3), ("set06", "V000", 2)]
 TRAIN = [f"{s}/{v}/I{i:05d}" for s, v, n in VIDEOS[:3] for i in range(n)]
@@ -295,3 +297,23 @@ def test_inspect_bad_arguments(tmp_path):
         K.inspect(tmp_path, headers="some")
     with pytest.raises(UserError, match=re.escape(str(tmp_path / "images"))):
         K.inspect(tmp_path)
+
+
+# ------------------------------------------------------------------------- data.resize on 2:1 frames
+
+
+@pytest.mark.parametrize("policy", ["crop", "pad", "squash"])
+def test_resize_policy_fits_kaist_frames_as_configured(tmp_path, policy):
+    """KAIST frames are 5:4 (640 x 512); a 2:1 frame of left / centre / right bands (lwir as three equal
+    channels, as KAIST stores it) shows what each `data.resize` does: crop keeps only the centre band,
+    pad adds black bars and keeps every band, squash keeps every band at full height."""
+    rgb_bands, grey_bands = ((200, 10, 0), (0, 200, 30), (40, 0, 200)), (60, 120, 200)
+    for folder, frame in (("visible", banded(rgb_bands)), ("lwir", np.repeat(banded(grey_bands)[..., None], 3, 2))):
+        (tmp_path / "images/set00/V000" / folder).mkdir(parents=True)
+        Image.fromarray(frame).save(tmp_path / "images/set00/V000" / folder / "I00000.png")
+    config = DataConfig(source="kaist", kaist={"root": str(tmp_path)}, image_size=16, resize=policy)
+    source = K.KaistSource(config, seed=0)
+    frames = source.load(source.scan().frames)
+    assert frames.ids == ["set00/V000/I00000"]
+    assert_fitted(frames.rgb[0].permute(1, 2, 0).numpy(), policy, rgb_bands)
+    assert_fitted(frames.thermal[0, 0].numpy(), policy, grey_bands)

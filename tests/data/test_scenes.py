@@ -7,6 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from genaug.data import scenes as S
@@ -238,3 +239,27 @@ def test_write_paired_folder(tmp_path):
         assert r["night"] == str(int(sc.night))
         assert int(r["n_people"]) == len(sc.pedestrians)
         assert int(r["n_cars"]) == len(sc.cars)
+
+
+# ------------------------------------------------------------------ data.resize
+def test_scenes_source_fits_its_frames_by_data_resize():
+    """The source renders 2:1 frames (64 x 32) and fits them by `data.resize`: pad's bars are 16 of 64
+    rows, so output rows 0-1 of 16 are black whatever the scene; crop and squash are fit_square's (whose
+    known answers are in test_images); the three policies give three different sets."""
+    from genaug.config import DataConfig
+    from genaug.data.images import fit_square
+    from genaug.data.sources import ScenesSource
+
+    rgb, thermal, _ = S.render_frames(0, [0, 1], 64, 32, 0.3)
+    loaded = {}
+    for policy in ("crop", "pad", "squash"):
+        data = DataConfig(scenes={"width": 64, "height": 32, "n_frames": 2, "night_fraction": 0.3},
+                          image_size=16, resize=policy)
+        source = ScenesSource(data, seed=0)
+        frames = source.load(source.scan().frames)
+        assert np.array_equal(frames.rgb.permute(0, 2, 3, 1).numpy(), [fit_square(f, 16, policy) for f in rgb])
+        assert np.array_equal(frames.thermal[:, 0].numpy(), [fit_square(f, 16, policy) for f in thermal])
+        loaded[policy] = frames
+    assert not loaded["pad"].rgb[:, :, :2].any() and not loaded["pad"].thermal[:, :, :2].any()
+    assert loaded["crop"].rgb[:, :, :2].any() and loaded["squash"].rgb[:, :, :2].any()
+    assert not torch.equal(loaded["crop"].rgb, loaded["squash"].rgb)

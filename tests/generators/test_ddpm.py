@@ -42,9 +42,39 @@ def test_preset_fills_only_keys_left_out():
     assert cfg.lr == 3e-4 and cfg.total_steps(200) == 7 and cfg.layers_per_block == 2
 
 
-def test_ema_differs_from_raw_and_pipeline_samples_with_it(tmp_path):
-    raw, ema, scheduler, history = train(tmp_path)
-    assert [r["step"] for r in history] == [2, 4, 6]
+def watch_unet(monkeypatch):
+    """Record what ddpm.train's UNet is: its initial weights, and the shape of every input it receives."""
+    seen = {"init": None, "unet": None, "inputs": []}
+    original = ddpm.build_unet
+
+    def build_and_watch(*args):
+        unet = original(*args)
+        seen["unet"], seen["init"] = unet, [p.detach().clone() for p in unet.parameters()]
+        unet.register_forward_pre_hook(lambda module, args: seen["inputs"].append(tuple(args[0].shape)))
+        return unet
+
+    monkeypatch.setattr(ddpm, "build_unet", build_and_watch)
+    return seen
+
+
+def test_ema_is_the_warmed_up_average_of_the_raw_trajectory_and_the_pipeline_samples_with_it(tmp_path, monkeypatch):
+    """The EMA the pipeline samples with is the average the config describes, computed here from the raw
+    weights after every optimiser step: e_k = d_k e_(k-1) + (1 - d_k) w_k with d_k = min(1 - k^-power,
+    ema_max_decay) (diffusers' warm-up, inv_gamma 1; d_1 = 0). An EMA never updated stays at the
+    initial weights; one updated with another decay lands elsewhere."""
+    seen = watch_unet(monkeypatch)
+    trajectory = []
+    raw, ema, scheduler, history = train(
+        tmp_path, on_step=lambda i, row: trajectory.append([p.detach().clone() for p in seen["unet"].parameters()]))
+    assert [r["step"] for r in history] == [2, 4, 6] and len(trajectory) == MICRO.steps
+    expected = [p.double() for p in seen["init"]]
+    for k, weights in enumerate(trajectory, start=1):
+        decay = min(1 - k ** -MICRO.ema_power, MICRO.ema_max_decay)
+        expected = [decay * e + (1 - decay) * w.double() for e, w in zip(expected, weights)]
+    ema_params = list(ema.parameters())
+    assert all(torch.allclose(e.double(), x, rtol=1e-5, atol=1e-6) for e, x in zip(ema_params, expected))
+    # the check has teeth: the average is neither the initial nor the last raw weights
+    assert sum(not torch.allclose(e, i, atol=1e-4) for e, i in zip(ema_params, seen["init"])) > len(ema_params) // 2
     differs = [not torch.equal(a, b) for a, b in zip(raw.parameters(), ema.parameters())]
     assert all(differs)
     ddpm.save(tmp_path / "model", raw, scheduler, ema)
@@ -101,10 +131,14 @@ def test_ctrl_c_while_sampling_stops_at_the_next_solver_step(tmp_path, monkeypat
         next(asked)
 
 
-def test_trains_at_its_own_resolution(tmp_path):
+def test_trains_at_its_own_resolution(tmp_path, monkeypatch):
+    """ddpm.image_size = 4 on 8-pixel frames: the UNet is built for 4 pixels and every batch it trains on
+    is 4 pixels (frames resized first), not the 8-pixel frames a UNet of any sample_size would accept."""
+    seen = watch_unet(monkeypatch)
     cfg = MICRO.model_copy(update={"image_size": 4, "steps": 1})
     raw, _, _, _ = train(tmp_path, cfg)
     assert raw.config.sample_size == 4
+    assert seen["inputs"] == [(4, 3, 4, 4)]  # one step: batch 4, RGB, 4 x 4
 
 
 class Stop(Exception):
