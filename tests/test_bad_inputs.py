@@ -635,7 +635,7 @@ def test_a_rolled_back_non_finite_loss_is_noted_in_the_stage_manifest(produced, 
     lrs = []  # the MAE's learning rate at each step it ran, redone steps included
 
     def fit_with_a_nan_at_step_3(self, step, state=None):
-        if self.section != "mae":
+        if self.stage != "mae":
             return fit(self, step, state)
         poison = {2}  # 0-based
 

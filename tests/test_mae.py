@@ -126,7 +126,7 @@ def test_non_finite_loss_stops_training_naming_stage_and_step(tmp_path):
     from genaug.engine import Trainer
     from genaug.errors import UserError
 
-    trainer = Trainer(RuntimeConfig(device="cpu", log_every=2), 10, tmp_path / "log.jsonl", "mae rgb-real-seed0")
+    trainer = Trainer(RuntimeConfig(device="cpu", log_every=2), 10, tmp_path / "log.jsonl", "mae", run="rgb-real-seed0")
     losses = iter([1.0, 2.0, float("nan")] + [1.0] * 7)
     with pytest.raises(UserError, match=r"mae rgb-real-seed0: loss 'loss' became non-finite at step 3 "
                                         r"\(no checkpoint to go back to\)"):

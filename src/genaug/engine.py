@@ -7,9 +7,10 @@ it: accelerate's device placement, mixed precision (`precision`, `Trainer.autoca
 of mean losses every `runtime.log_every` steps (the only host synchronisation but one after the first
 step, to time it), stopping at the first non-finite loss, and checkpoints every
 `runtime.checkpoint_every` steps from which a new `fit` with the same checkpoint folder resumes:
-same weights, same data order, same random numbers as if it never stopped. It also decides what is
-compiled (`Trainer.compile`, `runtime.compile`) and where training sets live (`Trainer.resident`,
-`runtime.resident_data`), and times the run (`Trainer.timing`).
+same weights, same data order, same random numbers as if it never stopped (the format is
+genaug/checkpoints.py's). It also decides what is compiled (`Trainer.compile`, `runtime.compile`) and
+where training sets live (`Trainer.resident`, `runtime.resident_data`), and times the run
+(`Trainer.timing`).
 
 Data-parallel (`accelerate launch` / `torchrun`, see genaug.distributed): the same loop runs in every
 process. The Accelerator wraps the models in DDP, every `*.batch_size` is the global batch (each
@@ -19,10 +20,6 @@ checkpoint steps): logged rows and per-step losses are means over the processes,
 or a Ctrl-C is decided there on those shared values so that every process stops (or rolls back) at
 the same step, and only the main process writes the log file and checkpoints (each process reads the
 one the main process picked). With one process nothing of this runs: the loop is the one above.
-
-A checkpoint is a folder `checkpoint-<step>/` holding `tensors.safetensors` (every tensor of the
-state) and `state.json` (everything else, with each tensor's key in its place); it is written under
-a temporary name and renamed, so a half-written one is never read. Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -30,14 +27,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from genaug import distributed, faults
+from genaug.checkpoints import Checkpoints, GlobalRNG
 from genaug.config import RuntimeConfig
 from genaug.errors import Interrupted, UserError
 
@@ -83,17 +81,43 @@ def set_threads(runtime: RuntimeConfig) -> None:
     torch.set_num_threads(runtime.threads or os.cpu_count() or 1)
 
 
+@dataclass
+class Loop:
+    """Where a `fit` stands, beside the state it trains: what a checkpoint's "loop" holds."""
+
+    step: int = 0  # optimiser steps done
+    history: list[dict[str, float]] = field(default_factory=list)  # the logged rows so far
+    since_log: int = 0  # steps summed in `sums` since the last logged row
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)  # loss name -> sum over those steps
+    # every step's losses, kept on the device and read once at the end (no per-step sync): the
+    # per-epoch means some statistics need come from these
+    per_step: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+
+    def saved(self, rolled_back: bool) -> dict:
+        return {"step": self.step, "history": self.history, "since_log": self.since_log, "sums": self.sums,
+                "per_step": _stacked(self.per_step), "rolled_back": rolled_back}
+
+    @classmethod
+    def restored(cls, saved: dict, device) -> Loop:
+        return cls(step=saved["step"], history=saved["history"], since_log=saved["since_log"],
+                   sums={k: v.to(device) for k, v in saved["sums"].items()},
+                   per_step={k: list(v.to(device).unbind()) for k, v in saved.get("per_step", {}).items()})
+
+
 class Trainer:
-    def __init__(self, runtime: RuntimeConfig, steps: int, log_path: Path, label: str,
-                 on_step: OnStep | None = None, checkpoint_dir: Path | None = None):
+    def __init__(self, runtime: RuntimeConfig, steps: int, log_path: Path, stage: str,
+                 on_step: OnStep | None = None, checkpoint_dir: Path | None = None, run: str = ""):
+        """`stage`: the config section of the stage this trains ("mae", "ddpm", ...): its precision and
+        batch-size key; `run`: which of the stage's runs ("thermal-real-seed0"), for messages only."""
         from accelerate import Accelerator
         from accelerate.utils import DataLoaderConfiguration
 
         device = resolve_device(runtime)
         self.rank, self.world, self.main = distributed.rank(), distributed.world_size(), distributed.is_main()
         distributed.init()  # several processes: join the group before the Accelerator looks for one
-        self.label = label
-        self.precision, why = precision(runtime, self.section)
+        self.stage = stage
+        self.label = f"{stage} {run}".rstrip()
+        self.precision, why = precision(runtime, stage)
         # split_batches: the configured batch is the global one, so a schedule steps once per optimiser
         # step, not once per process (accelerate's default assumes per-process batches)
         # mixed precision is ours (`autocast`), not accelerate's: its setting is fixed for the whole
@@ -115,11 +139,6 @@ class Trainer:
         # after fit: precision and compile decisions, first and steady step times, batch rule
         self.timing: dict[str, Any] = {"precision": self.precision, "precision_reason": why}
         self.samplers: list = []  # every `batches` sampler, for the batch rule in `timing`
-
-    @property
-    def section(self) -> str:
-        """The stage's config section: the runner's labels start with it ("mae thermal-real-seed0")."""
-        return self.label.split(" ", 1)[0]
 
     @property
     def cuda(self) -> bool:
@@ -160,7 +179,7 @@ class Trainer:
         from genaug.data.images import BatchSampler
 
         sampler = BatchSampler(images, self.device, seed, augment, resident=self.resident(images),
-                               rank=self.rank, world=self.world, batch_key=f"{self.section}.batch_size")
+                               rank=self.rank, world=self.world, batch_key=f"{self.stage}.batch_size")
         self.samplers.append(sampler)
         return sampler
 
@@ -200,24 +219,25 @@ class Trainer:
         checkpoints = self.checkpoints if state is not None else Checkpoints(None, 0, 1)
         state = {**(state or {}), "global_rng": GlobalRNG()}
         loop = self._restore(checkpoints, state, checkpoints.latest())
-        self.resumed_from = loop["step"] or None
+        self.resumed_from = loop.step or None
         if self.resumed_from:
             self.timing["resumed_from"] = self.resumed_from
         clock = time.perf_counter()
         first = clock
-        i = start = loop["step"]
+        start = loop.step
         multi = self.world > 1
         pending = 0  # several processes: this many latest per-step losses are still this process's own
-        while i < self.steps:
-            i += 1
+        while loop.step < self.steps:
+            loop.step += 1
+            i = loop.step
             if self.graphed:  # a new iteration: the previous step's graph outputs may be overwritten now
                 torch.compiler.cudagraph_mark_step_begin()
             for name, value in step(i - 1).items():
                 # a copy: kept across steps, and a CUDA graph's next replay overwrites its own outputs
                 value = value.detach().to(torch.float32, copy=True)
-                loop["sums"][name] = loop["sums"].get(name, 0) + value
-                loop["per_step"].setdefault(name, []).append(value)
-            loop["since_log"] += 1
+                loop.sums[name] = loop.sums.get(name, 0) + value
+                loop.per_step.setdefault(name, []).append(value)
+            loop.since_log += 1
             faults.point("step")
             if i == start + 1:  # the one deliberate synchronisation: how long compiling (if any) took
                 self._synchronize()
@@ -231,45 +251,43 @@ class Trainer:
                     stopping = self._share_losses(loop, pending)
                     pending = 0
             if i % self.log_every == 0 or i == self.steps:
-                row = {"step": i, **{k: (v / loop["since_log"]).item() for k, v in loop["sums"].items()}}
+                row = {"step": i, **{k: (v / loop.since_log).item() for k, v in loop.sums.items()}}
                 bad = [k for k, v in row.items() if not math.isfinite(v)]
                 if bad:
                     loop = self._non_finite(bad[0], i, loop, checkpoints, state)
-                    i = loop["step"]
                     continue
                 self._log(row)
-                loop["history"].append(row)
-                loop["sums"], loop["since_log"] = {}, 0
+                loop.history.append(row)
+                loop.sums, loop.since_log = {}, 0
             if checkpoints.due(i, self.steps) or (stopping and checkpoints.folder is not None):
                 if self.main:
-                    checkpoints.save(i, state, {**loop, "step": i, "per_step": _stacked(loop["per_step"]),
-                                                "rolled_back": self.rolled_back})
+                    checkpoints.save(i, state, loop.saved(self.rolled_back))
                 if multi:  # none goes on (or exits) before the checkpoint is complete
                     distributed.barrier()
-            self.on_step(i, loop["history"][-1] if loop["history"] else {})
+            self.on_step(i, loop.history[-1] if loop.history else {})
             if stopping:
                 where = (f"a checkpoint at step {i} is in {checkpoints.folder}" if checkpoints.folder is not None
                          else "this stage keeps no checkpoints and restarts")
                 raise Interrupted(f"interrupted: {self.label} stopped at step {i} of {self.steps}; {where}; "
                                   "run the same genaug command again to resume")
-        self.step_losses = {k: v.cpu().tolist() for k, v in _stacked(loop["per_step"]).items()}
+        self.step_losses = {k: v.cpu().tolist() for k, v in _stacked(loop.per_step).items()}
         if self.steps - start > 1:  # mean of the steps after the first, checkpoint writes included
             self.timing["steady_step_s"] = round((time.perf_counter() - first) / (self.steps - start - 1), 5)
         self._note_batch_rule()
-        return loop["history"]
+        return loop.history
 
-    def _share_losses(self, loop: dict, pending: int) -> bool:
+    def _share_losses(self, loop: Loop, pending: int) -> bool:
         """Several processes: replace the `pending` latest per-step losses (each process's own) by their
         means over the processes, and the running sums with them; -> whether any process was asked to
         stop. One small all-reduce of CPU values (the losses are read on the host here anyway)."""
-        names = list(loop["per_step"])  # the same names in the same order in every process
-        local = [torch.stack(loop["per_step"][name][-pending:]).cpu() for name in names]
+        names = list(loop.per_step)  # the same names in the same order in every process
+        local = [torch.stack(loop.per_step[name][-pending:]).cpu() for name in names]
         flag = torch.tensor([1.0 if _stop_requested else 0.0])
         shared = distributed.all_reduce_mean(torch.cat([*local, flag]))
         for name, values in zip(names, shared[:-1].split(pending)):
-            loop["per_step"][name][-pending:] = list(values.to(self.device).unbind())
-            if loop["since_log"]:
-                loop["sums"][name] = torch.stack(loop["per_step"][name][-loop["since_log"]:]).sum()
+            loop.per_step[name][-pending:] = list(values.to(self.device).unbind())
+            if loop.since_log:
+                loop.sums[name] = torch.stack(loop.per_step[name][-loop.since_log:]).sum()
         return bool(shared[-1] > 0)
 
     def _note_batch_rule(self) -> None:
@@ -282,24 +300,20 @@ class Trainer:
             self.timing["batch_rule"] = ("*.batch_size is the global batch, split equally across the processes; "
                                          "learning rates as configured")
 
-    def _restore(self, checkpoints: Checkpoints, state: dict[str, Any], path: Path | None) -> dict:
+    def _restore(self, checkpoints: Checkpoints, state: dict[str, Any], path: Path | None) -> Loop:
         """The loop's own state from checkpoint `path` (restoring `state` too), or a fresh one; the log
         file is rewritten to the history it holds (rows logged after it are about to be redone).
         Several processes all restore the checkpoint the main process names."""
-        loop = {"step": 0, "history": [], "since_log": 0, "sums": {}, "per_step": {}}
+        loop = Loop()
         if self.world > 1:
             name = distributed.broadcast_object(path.name if path is not None else None)
             path = checkpoints.folder / name if name is not None else None
         if path is not None:
             saved = checkpoints.load(path, state, self.device)
-            loop.update(step=saved["step"], history=saved["history"], since_log=saved["since_log"],
-                        sums={k: v.to(self.device) for k, v in saved["sums"].items()},
-                        # every step's losses, kept on the device and read once at the end (no per-step
-                        # sync): the per-epoch means some statistics need come from these
-                        per_step={k: list(v.to(self.device).unbind()) for k, v in saved.get("per_step", {}).items()})
+            loop = Loop.restored(saved, self.device)
             self.rolled_back = self.rolled_back or saved.get("rolled_back", False)  # once per stage, across resumes
         if self.main:
-            self.log_path.write_text("".join(json.dumps(r) + "\n" for r in loop["history"]))
+            self.log_path.write_text("".join(json.dumps(r) + "\n" for r in loop.history))
         if self.world > 1:  # every process has read the checkpoint before the main one may replace it
             distributed.barrier()
         return loop
@@ -310,10 +324,10 @@ class Trainer:
         with open(self.log_path, "a") as log:
             log.write(json.dumps(row) + "\n")
 
-    def _non_finite(self, name: str, i: int, loop: dict, checkpoints: Checkpoints, state: dict) -> dict:
+    def _non_finite(self, name: str, i: int, loop: Loop, checkpoints: Checkpoints, state: dict) -> Loop:
         """Stop (a UserError naming the step and the last good checkpoint), or roll back once."""
-        losses = torch.stack(loop["per_step"][name][-loop["since_log"]:])
-        first_bad = i - loop["since_log"] + 1 + int((~torch.isfinite(losses)).nonzero()[0, 0])
+        losses = torch.stack(loop.per_step[name][-loop.since_log:])
+        first_bad = i - loop.since_log + 1 + int((~torch.isfinite(losses)).nonzero()[0, 0])
         latest = checkpoints.latest()
         if self.runtime.on_nonfinite == "rollback" and latest is not None and not self.rolled_back:
             self.rolled_back = True
@@ -367,129 +381,6 @@ def halve_learning_rates(state: dict[str, Any]) -> None:
 
 def _stacked(per_step: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {k: torch.stack(v) for k, v in per_step.items() if v}
-
-
-# ------------------------------------------------------------------------------------------ checkpoints
-
-
-class GlobalRNG:
-    """torch's global CPU (and CUDA) generators, as checkpointable state: kornia's augmentations and
-    dropout draw from them."""
-
-    def state_dict(self) -> dict:
-        out = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            out["cuda"] = torch.cuda.get_rng_state()
-        return out
-
-    def load_state_dict(self, state: dict) -> None:
-        torch.set_rng_state(state["cpu"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state(state["cuda"])
-
-
-class Checkpoints:
-    """`folder/checkpoint-<step>/`, every `every` steps and at the last step, at most `total_limit` kept."""
-
-    PREFIX = "checkpoint-"
-
-    def __init__(self, folder: Path | None, every: int, total_limit: int):
-        self.folder, self.every, self.total_limit = folder, every, total_limit
-
-    def due(self, step: int, last: int) -> bool:
-        return self.folder is not None and self.every > 0 and (step % self.every == 0 or step == last)
-
-    def all(self) -> list[Path]:
-        if self.folder is None or not self.folder.is_dir():
-            return []
-        found = [p for p in self.folder.iterdir() if p.name.startswith(self.PREFIX) and p.name[len(self.PREFIX):].isdigit()]
-        return sorted(found, key=lambda p: int(p.name[len(self.PREFIX):]))
-
-    def latest(self) -> Path | None:
-        found = self.all()
-        return found[-1] if found else None
-
-    def save(self, step: int, state: dict[str, Any], loop: dict) -> Path:
-        from safetensors.torch import save_file
-
-        tensors: dict[str, torch.Tensor] = {}
-        skeleton = {"state": {name: _pack(_state_of(obj), f"{name}", tensors) for name, obj in state.items()},
-                    "loop": _pack(loop, "loop", tensors)}
-        final = self.folder / f"{self.PREFIX}{step}"
-        tmp = self.folder / f".tmp-{final.name}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file(tensors, tmp / "tensors.safetensors")
-        (tmp / "state.json").write_text(json.dumps(skeleton))
-        faults.point("checkpoint")
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        for old in self.all()[: -self.total_limit]:
-            shutil.rmtree(old)
-        return final
-
-    def load(self, path: Path, state: dict[str, Any], device) -> dict:
-        """Restore every object of `state` from `path`; -> the loop's own state (step, history, ...)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            tensors = load_file(path / "tensors.safetensors")
-            skeleton = json.loads((path / "state.json").read_text())
-        except (OSError, ValueError, SafetensorError) as e:
-            raise UserError(f"{path}: unreadable checkpoint ({e.__class__.__name__}); delete the folder to "
-                            "fall back to the one before it (or to a fresh start)") from None
-        if not (isinstance(skeleton, dict) and isinstance(skeleton.get("state"), dict) and "loop" in skeleton):
-            raise UserError(f"{path}: not a genaug checkpoint (state.json lacks its state and loop); delete the "
-                            "folder to fall back to the one before it (or to a fresh start)")
-        missing = set(state) - set(skeleton["state"])
-        if missing:
-            raise UserError(f"{path}: checkpoint lacks {sorted(missing)}; it was written by other code, delete it")
-        try:
-            for name, obj in state.items():
-                saved = _unpack(skeleton["state"][name], tensors)
-                if isinstance(obj, torch.Generator):
-                    obj.set_state(saved)
-                else:
-                    _unwrapped(obj).load_state_dict(saved)
-            return _unpack(skeleton["loop"], tensors)
-        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
-            raise UserError(f"{path}: the checkpoint does not fit this stage ({e.__class__.__name__}); it was "
-                            "written by other code or settings, delete the folder") from None
-
-
-def _state_of(obj: Any) -> Any:
-    return obj.get_state() if isinstance(obj, torch.Generator) else _unwrapped(obj).state_dict()
-
-
-def _unwrapped(obj: Any) -> Any:
-    """A DDP-wrapped model's own module: checkpoints hold the same keys for one process or several."""
-    return obj.module if isinstance(obj, torch.nn.parallel.DistributedDataParallel) else obj
-
-
-def _pack(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
-    """A state dict -> JSON, each tensor replaced by {"tensor": key} and stored in `tensors`.
-    Dicts keep their key types (optimisers index state by int), tuples come back as lists."""
-    if isinstance(value, torch.Tensor):
-        tensors[key] = value.detach().cpu().contiguous()
-        return {"tensor": key}
-    if isinstance(value, dict):
-        return {"dict": [[k, _pack(v, f"{key}.{k}", tensors)] for k, v in value.items()]}
-    if isinstance(value, (list, tuple)):
-        return {"list": [_pack(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return {"value": value}
-    raise TypeError(f"cannot checkpoint {key}: {type(value).__name__}")
-
-
-def _unpack(packed: dict, tensors: dict[str, torch.Tensor]) -> Any:
-    if "tensor" in packed:
-        return tensors[packed["tensor"]]
-    if "dict" in packed:
-        return {k: _unpack(v, tensors) for k, v in packed["dict"]}
-    if "list" in packed:
-        return [_unpack(v, tensors) for v in packed["list"]]
-    return packed["value"]
 
 
 def warmup_constant(optimizer: torch.optim.Optimizer, warmup: int):

@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.table import Table
 
 from genaug.errors import UserError
-from genaug.engine import Checkpoints
+from genaug.checkpoints import Checkpoints
 from genaug.study.store import LOCK, MANIFEST, Store, _alive, _read_lock
 
 STATES = ("done", "running", "failed", "pending")
