@@ -1,5 +1,6 @@
 """Study fan-out through submitit's local executor: the same results as in-process, failed jobs named and
-resubmitted, and `genaug status` telling done, failed and pending apart."""
+resubmitted, Ctrl-C on the driver checkpointing every running job, the jobs' share of the cores, and
+`genaug status` telling done, running, failed and pending apart."""
 
 import json
 
@@ -102,3 +103,128 @@ def test_slurm_jobs_ask_for_what_the_config_says(tmp_path, monkeypatch):
     parameters = executor(cfg, "slurm", tmp_path / "logs")._executor.parameters
     assert (parameters["partition"], parameters["gpus_per_node"], parameters["cpus_per_task"], parameters["mem"],
             parameters["time"]) == ("gpu", 2, 12, "64GB", 30)
+
+
+def test_local_jobs_share_the_cores_unless_runtime_threads_is_set(monkeypatch):
+    """--launcher local: runtime.threads = 0 (the default) becomes cores // --max-parallel, at least 1, in
+    the config the jobs run; a runtime.threads that is set is kept, and SLURM jobs keep what they asked
+    for. The core count is faked (8) so that the rule shows on any machine; what real jobs got is checked
+    in the Ctrl-C test below, from their manifests."""
+    import os
+
+    from genaug.config import load_config
+    from genaug.study.launch import job_config
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    unset = load_config(None, [])
+    assert unset.runtime.threads == 0
+    assert [job_config(unset, "local", n).runtime.threads for n in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+    assert job_config(unset, "slurm", 2).runtime.threads == 0
+    assert job_config(load_config(None, ["runtime.threads=3"]), "local", 2).runtime.threads == 3
+
+
+def running_in_group(pgid):
+    """PIDs of the processes of process group `pgid` that have not exited (zombies left out)."""
+    from pathlib import Path
+
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if int(group) == pgid and state != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_ctrl_c_on_the_driver_checkpoints_every_running_job_and_a_resubmitted_job_resumes(tmp_path, capsys,
+                                                                                          monkeypatch):
+    """SIGINT to the driver (what Ctrl-C sends it) while two jobs train: each job saves a checkpoint at the
+    step it is on and stops, nothing more is submitted, the driver exits 130 with one line saying so,
+    releases the lock, and no process of the run is left. Until then `genaug status` shows those two
+    steps running. Each resubmitted job (`build_one`, what the same command submits again, as the
+    killed-job test above shows) resumes from the checkpoint the Ctrl-C saved. runtime.threads is unset:
+    every job ran with cores // --max-parallel threads (its manifest says)."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+    import tomllib
+
+    from genaug.config import load_config
+    from genaug.engine import Checkpoints, request_stop
+    from genaug.errors import Interrupted
+    from genaug.study.launch import build_one
+    from genaug.study.plan import make_plan
+    from genaug.study.store import Store
+
+    out = tmp_path / "run"
+    settings = [s for s in MICRO if not s.startswith(("runtime.threads", "study.seeds"))]
+    settings += ["study.seeds=[0]", "cyclegan.steps=100000", "mae.steps=100000"]  # two long jobs to interrupt
+    plan = make_plan(load_config(None, settings))
+    # after the split: the CycleGAN, the mean predictor's evaluation and the real-data MAE (the others
+    # need the CycleGAN or the MAE), all three at once under --max-parallel 3
+    split, cyclegan, mean, mae = plan[:4]
+    assert [f"{s.stage} {s.name}" for s in plan[:4]] == ["split split", "cyclegan cyclegan",
+                                                         "eval thermal-mean-predictor", "mae thermal-real-seed0"]
+    training = (cyclegan, mae)
+    saved = {step.folder: Store(out).checkpoints(step.stage, step.name, step.key) for step in training}
+    args = [sys.executable, "-m", "genaug", "run", "--out", str(out), "--launcher", "local", "--max-parallel", "3",
+            *[a for s in settings for a in ("--set", s)]]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("GENAUG_KILL_AT", None)
+
+    with open(tmp_path / "driver.out", "w") as stdout, open(tmp_path / "driver.err", "w") as stderr:
+        driver = subprocess.Popen(args, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and driver.poll() is None and not (
+                all(Checkpoints(folder, 0, 1).latest() for folder in saved.values())
+                and (out / mean.folder / "manifest.json").is_file()):
+            time.sleep(0.2)  # the evaluation is done and both jobs train (each has a checkpoint): look, press Ctrl-C
+        status = runner.invoke(app, ["status", str(out)])
+        driver.send_signal(signal.SIGINT)
+        driver.wait(timeout=200)  # the driver gives its jobs 120 s to checkpoint and stop
+        deadline = time.time() + 60
+        while time.time() < deadline and running_in_group(driver.pid):
+            time.sleep(0.2)
+        left = running_in_group(driver.pid)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+        for pid in running_in_group(driver.pid):  # never leave a 100000-step job training
+            os.kill(pid, signal.SIGKILL)
+    driver_out, driver_err = (tmp_path / "driver.out").read_text(), (tmp_path / "driver.err").read_text()
+    assert status.exit_code == 0 and status.output.strip().endswith(f"2 done, 2 running, {len(plan) - 4} pending")
+    assert driver.returncode == 130, driver_err[-2000:]
+    assert re.fullmatch(rf"error: interrupted: 2 running job\(s\) cancelled, {len(plan) - 4} not submitted; .*"
+                        "run the same genaug command again to resume", driver_err.strip().splitlines()[-1])
+    assert "Traceback" not in driver_err and left == [] and not (out / ".lock").exists()
+    stopped = {}
+    for step in training:  # each job saved a checkpoint at the step it stopped at
+        job = re.search(rf"^submitted {step.stage} {step.name} \(job (\d+)\)", driver_out, re.M).group(1)
+        log = (out / ".launch" / "logs" / f"{job}_0_log.err").read_text()
+        said = re.search(r"stopped at step (\d+) of 100000; a checkpoint at step \1 is in ", log)
+        assert said, log[-2000:]
+        stopped[step.folder] = int(said.group(1))
+        assert Checkpoints(saved[step.folder], 0, 1).latest().name == f"checkpoint-{stopped[step.folder]}"
+    share = max(1, (os.cpu_count() or 1) // 3)  # --max-parallel 3
+    assert tomllib.loads((out / ".launch" / "config.toml").read_text())["runtime"]["threads"] == share
+    for step in (split, mean):  # the jobs that completed
+        assert json.loads((out / step.folder / "manifest.json").read_text())["threads"] == share
+
+    # each resubmitted job, here in this process with a Ctrl-C already pending so that it stops after one
+    # step: it says it resumes from the checkpoint the Ctrl-C saved, and goes on from that step
+    monkeypatch.setenv("COLUMNS", "1000")  # the job's console lines unwrapped
+    for step in training:
+        capsys.readouterr()
+        request_stop()
+        with pytest.raises(Interrupted, match=f"stopped at step {stopped[step.folder] + 1} of 100000"):
+            build_one(str(out), step.folder)
+        rel = saved[step.folder].relative_to(out).as_posix()
+        assert f"resuming {step.stage} {step.name} from {rel}/checkpoint-{stopped[step.folder]}\n" in capsys.readouterr().out

@@ -140,14 +140,18 @@ def damage(root, how):
 
 @pytest.mark.parametrize("how", ["truncated", "zero-byte", "missing partner", "split line without frame", "missing root"])
 def test_bad_kaist_data_is_one_line_before_any_training(kaist_root, tmp_path, how):
+    """`genaug run` on damaged KAIST data ends with one line naming the damage (exit 2, no traceback) and
+    trains nothing: its run directory holds at most the plan `genaug status` reads (and an empty split/
+    folder), no stage output, no half-built folder, no checkpoint, no lock."""
     import shutil
 
     root = tmp_path / "kaist"
     shutil.copytree(kaist_root, root)
     needle = damage(root, how)
-    args = kaist_args(root, tmp_path / "run", "data.n_pool=56")  # every training frame selected
-    result = runner.invoke(app, ["validate", *args[3:]])
+    out = tmp_path / "run"
+    result = runner.invoke(app, kaist_args(root, out, "data.n_pool=56"))  # every training frame selected
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2, result.output
     assert lines[-1].startswith("error:") and needle in lines[-1] and "Traceback" not in result.output
-    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+    left = {p.relative_to(out).as_posix() for p in out.rglob("*")}
+    assert left <= {".current-plan.json", "split"}, sorted(left)
