@@ -20,18 +20,26 @@ SET_HELP = "Override a config key, e.g. --set mae.steps=200 (repeatable)."
 
 
 def user_errors(fn):
-    """A UserError ends the command with its one-line message and exit status 2, no traceback."""
+    """A UserError ends the command with its one-line message and exit status 2 (130 for Ctrl-C), no
+    traceback; so does the KeyboardInterrupt of a second Ctrl-C, which stops at once."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from genaug.errors import Interrupted
+
         try:
             return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            error = Interrupted("interrupted at once (second Ctrl-C): completed stages and written checkpoints are "
+                                "kept, the stage in progress goes back to its last checkpoint; run the same genaug "
+                                "command again to resume")
         except UserError as e:
-            from genaug.distributed import is_main
+            error = e
+        from genaug.distributed import is_main
 
-            if is_main():  # under torchrun every process meets the same error; one says it
-                typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(e.exit_code) from None
+        if is_main():  # under torchrun every process meets the same error; one says it
+            typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(error.exit_code) from None
 
     return wrapper
 

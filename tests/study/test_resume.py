@@ -188,8 +188,8 @@ def test_ctrl_c_stops_with_a_checkpoint_and_says_how_to_resume(uninterrupted, tm
 def test_a_second_ctrl_c_stops_at_once(tmp_path, monkeypatch):
     """The first Ctrl-C asks the run to stop at its next stopping point (after a training step, before
     the next stage); where none comes for a long time (here a split stage that decodes for long), a
-    second Ctrl-C stops at once: nothing after it runs, the command exits 130 (typer's answer to the
-    KeyboardInterrupt), the half-built folder is removed and the lock released. In-process, so that the
+    second Ctrl-C stops at once: nothing after it runs, the command exits 130 with one line saying so and
+    how to resume, the half-built folder is removed and the lock released. In-process, so that the
     stage itself can press Ctrl-C twice and see the first one taken (`stop_requested`) before the second."""
     from typer.testing import CliRunner
 
@@ -219,6 +219,8 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path, monkeypatch):
     assert went == ["on after the first, stop requested: True"], result.output
     assert result.exit_code == 130, result.output
     assert "Traceback" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: interrupted at once (second Ctrl-C)") and last.endswith("again to resume")
     assert not list(out.glob("*/.tmp-*")) and not list(out.glob("*/*/manifest.json"))
     assert not (out / ".lock").exists()
     assert not stop_requested()  # the next run in this process starts afresh

@@ -40,13 +40,13 @@ def test_status_tells_each_state_from_the_files_a_run_leaves(tmp_path):
     log = str(tmp_path / "logs" / "4242_0_log.err")
     write_json_atomic(out / LAUNCH_DIR / FAILED_FILE, {mean.folder: {"step": f"eval {mean.name}", "job": "4242",
                                                                      "log": log, "state": "FINISHED"}})
-    # the first MAE is being built: its temporary folder, and two checkpoints so far
-    store.temporary(mae.stage, mae.name, mae.key).mkdir(parents=True)
+    # the first MAE's checkpoints so far
     for step in (4, 8):
         (store.checkpoints(mae.stage, mae.name, mae.key) / f"checkpoint-{step}").mkdir(parents=True)
 
     rest = {step.folder: ("pending", "") for step in plan[4:]}
-    with store.locked():  # this live process holds the lock: a run builds here
+    with store.locked():  # this live process holds the lock: a run builds here, now the first MAE
+        store.temporary(mae.stage, mae.name, mae.key).mkdir(parents=True)
         live = states(out)
         shown = CliRunner().invoke(app, ["status", str(out)])
     done = live.pop(split.folder)

@@ -54,3 +54,24 @@ def test_check_disjoint_names_the_overlap():
     check_disjoint({"train": ["a", "b"], "test": ["c"]})
     with pytest.raises(AssertionError, match="train and test share 1 frames, e.g. b"):
         check_disjoint({"train": ["a", "b"], "test": ["b", "c"]})
+
+
+def test_taking_the_lock_clears_what_killed_runs_left_half_built(tmp_path):
+    """A killed attempt leaves its temporary stage folder (and a killed multi-process run its scratch);
+    the next run to take the lock deletes them, so that under a live lock a temporary folder means the
+    step is building now (what `genaug status` reports as running). Outputs and checkpoints stay."""
+    store = Store(tmp_path / "run")
+    with store.building("split", "split", "k1", {}) as (tmp, _):
+        (tmp / "a").write_text("kept")
+    half = store.temporary("mae", "x", "k2")
+    half.mkdir(parents=True)
+    checkpoint = store.checkpoints("mae", "x", "k2") / "checkpoint-5"
+    checkpoint.mkdir(parents=True)
+    scratch = tmp_path / "run" / ".scratch-rank1" / "mae"
+    scratch.mkdir(parents=True)
+    assert not store.building_now()
+    with store.locked():
+        assert store.building_now()
+        assert not half.exists() and not scratch.parent.exists()
+        assert checkpoint.is_dir() and (store.path("split", "split", "k1") / "a").read_text() == "kept"
+    assert not store.building_now()

@@ -1,7 +1,7 @@
 """`genaug status RUN_DIR`: which steps of a run are done, running, failed or pending, from its files.
 
 Done: the step's manifest is there. Running: its temporary folder is there and the run's lock is held
-by a live process. Failed: a launcher job for it failed (`.launch/failed.json`, with the log). Pending:
+by a live process (a run that takes the lock first deletes what killed runs left half-built). Failed: a launcher job for it failed (`.launch/failed.json`, with the log). Pending:
 anything else; a pending step with a checkpoint resumes from it.
 """
 
@@ -15,7 +15,7 @@ from rich.table import Table
 
 from genaug.errors import UserError
 from genaug.checkpoints import Checkpoints
-from genaug.study.store import LOCK, MANIFEST, Store, _alive, _read_lock
+from genaug.study.store import MANIFEST, Store
 
 STATES = ("done", "running", "failed", "pending")
 COLOURS = {"done": "green", "running": "cyan", "failed": "red", "pending": "white"}
@@ -39,12 +39,11 @@ def step_states(run_dir: Path) -> list[dict]:
     from genaug.study.launch import FAILED_FILE, LAUNCH_DIR
 
     run_dir = Path(run_dir)
-    holder = _read_lock(run_dir / LOCK)
-    live = holder is not None and _alive(holder[0])
     failed_path = run_dir / LAUNCH_DIR / FAILED_FILE
     failed = json.loads(failed_path.read_text()) if failed_path.is_file() else {}
     plan = _plan(run_dir)
     store = Store(run_dir)  # after the plan is found: a mistyped path is refused, not created
+    live = store.building_now()
     rows = []
     for step in plan:
         folder = run_dir / step["folder"]

@@ -92,13 +92,20 @@ class Store:
                 note = f"took over the lock of PID {pid}, which is no longer running"
         with os.fdopen(fd, "w") as f:
             f.write(me)
-        for scratch in self.root.glob(f"{SCRATCH}*"):  # a killed multi-process run's (its others start later)
-            shutil.rmtree(scratch, ignore_errors=True)
+        # What killed runs left half-built: nobody else builds here now (a multi-process run's others start
+        # later), and `genaug status` reads a temporary folder under a live lock as "running"
+        for stale in [*self.root.glob(f"{SCRATCH}*"), *self.root.glob("*/.tmp-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
         try:
             yield note
         finally:
             if _read_lock(path) == (os.getpid(), socket.gethostname()):
                 path.unlink(missing_ok=True)
+
+    def building_now(self) -> bool:
+        """Is a live genaug run (on this host) holding this directory's lock?"""
+        holder = _read_lock(self.root / LOCK)
+        return holder is not None and holder[1] == socket.gethostname() and _alive(holder[0])
 
     def path(self, stage: str, name: str, key: str) -> Path:
         return self.root / stage / f"{name}-{key}"
