@@ -603,7 +603,7 @@ def test_disk_short(produced, monkeypatch):
     differ, and a shortfall that small is refused too."""
     from genaug.config import load_config
     from genaug.study.resources import MB, disk_need
-    from genaug.study.runner import images_written
+    from genaug.study.build import images_written
 
     settings = [*NANO, "mae.steps=6"]
     step = _mae_step(settings)

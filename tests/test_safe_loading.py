@@ -176,7 +176,7 @@ def test_a_pickle_in_the_frame_cache_is_decoded_again_never_run(marker, unpickli
 def split_folder(tmp_path) -> Path:
     from safetensors.torch import save_file
 
-    from genaug.study.stages import SETS
+    from genaug.data.selection import SETS
 
     folder = tmp_path / "split-x"
     folder.mkdir()
@@ -187,7 +187,7 @@ def split_folder(tmp_path) -> Path:
 
 
 def test_a_pickle_as_a_split_is_never_run(split_folder, marker, unpickling):
-    from genaug.study.stages import load_split
+    from genaug.study.outputs import load_split
 
     assert load_split(split_folder)["test"].modality("rgb").shape == (1, 3, 8, 8)  # the intact folder loads
     (split_folder / "frames.safetensors").write_bytes(pickled(marker))
@@ -197,7 +197,7 @@ def test_a_pickle_as_a_split_is_never_run(split_folder, marker, unpickling):
 
 
 def test_a_pickle_as_a_split_is_refused_in_one_line(split_folder, marker):
-    from genaug.study.stages import load_split
+    from genaug.study.outputs import load_split
 
     (split_folder / "frames.safetensors").write_bytes(pickled(marker))
     with pytest.raises(UserError) as e:

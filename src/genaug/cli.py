@@ -142,7 +142,7 @@ def _check_run_format(run_dir: Path) -> None:
     a damaged plan.json, or stage outputs written by another version (store.FORMAT_VERSION)."""
     import json
 
-    from genaug.study.runner import PLAN_FILE
+    from genaug.study.store import PLAN_FILE
     from genaug.study.store import FORMAT_VERSION, MANIFEST
 
     plan = run_dir / PLAN_FILE

@@ -20,6 +20,8 @@ from genaug.data.selection import SETS
 from genaug.engine import Trainer
 from genaug.generators import ddpm
 from genaug.study import stages
+from genaug.study.outputs import load_synthetic
+from genaug.study.plan import make_plan
 
 SIDE, DDPM_SIDE, N_TRAIN, N_SYNTHETIC = 8, 4, 8, 8
 CONFIG = load_config(None, [
@@ -55,7 +57,8 @@ def built(tmp_path_factory):
     (root / "split" / "split.json").write_text(json.dumps({"ids": ids, "night": {n: [None] * N_TRAIN for n in SETS}}))
     with pytest.MonkeyPatch.context() as patch:  # FD/KID scores are not what these tests check
         patch.setattr("genaug.analysis.fidelity.fidelity", lambda *args: {})
-        manifest = run_stage(stages.run_ddpm, root / "ddpm", {"split": root / "split"})
+        ddpm_step = next(step for step in make_plan(CONFIG) if step.stage == "ddpm")
+        manifest = run_stage(stages.run_ddpm, root / "ddpm", {"split": root / "split"}, ddpm_step.params)
     return root, sets, manifest
 
 
@@ -69,7 +72,7 @@ def test_ddpm_samples_at_its_own_side_are_resized_to_the_data_side_and_the_manif
     native = ddpm.sample(root / "ddpm" / "pipeline", N_SYNTHETIC, cfg.sampler, cfg.sample_steps, cfg.sample_batch_size,
                          CONFIG.seed)
     assert native.shape == (N_SYNTHETIC, 3, DDPM_SIDE, DDPM_SIDE)  # the same seed's samples, before resizing
-    written = stages.load_synthetic(root / "ddpm")
+    written = load_synthetic(root / "ddpm")
     assert written.shape == (N_SYNTHETIC, 3, SIDE, SIDE)
     difference = np.abs(written.numpy().astype(int) - bicubic_resize(native.numpy(), SIDE).astype(int))
     assert difference.max() <= 1 and (difference > 0).mean() < 0.01
@@ -84,7 +87,7 @@ def test_a_real_gen_mae_saves_the_normalisation_of_the_real_training_images(buil
     root, sets, _ = built
     real = sets["train"].numpy() / 255
     mean, std = real.mean(axis=(0, 2, 3)), np.maximum(real.std(axis=(0, 2, 3), ddof=1), 1e-3)
-    combined = np.concatenate([real, stages.load_synthetic(root / "ddpm").numpy() / 255])
+    combined = np.concatenate([real, load_synthetic(root / "ddpm").numpy() / 255])
     assert (np.abs(combined.mean(axis=(0, 2, 3)) - mean) > 0.05).all()  # the check has teeth
     saved = {}
     for condition, inputs in (("real", {}), ("real+gen:ddpm", {"generator": root / "ddpm"})):

@@ -132,7 +132,7 @@ def test_each_generator_gives_its_own_condition(tmp_path):
     # the chain's images are the DDPM's samples through the pix2pix generator, not its pool translations
     from genaug.generators.networks import translate
     from genaug.generators.translators import load_translator
-    from genaug.study.stages import load_synthetic
+    from genaug.study.outputs import load_synthetic
 
     net, _ = load_translator(next((out / "pix2pix").glob("pix2pix-*")))
     chained = load_synthetic(next((out / "chain").glob("ddpm-to-pix2pix-*")))
@@ -293,7 +293,8 @@ def test_control_conditions_add_their_own_images(tmp_path):
     assert {c: m["n_images"] for c, m in manifests.items()} == {"real": 48, "real-x2": 64, "real+classic": 64,
                                                                 "real+real": 64, "real+noise": 64, "real-aa": 48}
     assert manifests["real-aa"]["seed"] != manifests["real"]["seed"]  # A/A: same data, other seeds
-    from genaug.study.stages import extra_images, load_split
+    from genaug.study.outputs import load_split
+    from genaug.study.stages import extra_images
 
     split = load_split(next((out / "split").iterdir()))
     cfg = load_config(None, MICRO)

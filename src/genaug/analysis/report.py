@@ -17,7 +17,7 @@ import numpy as np
 from genaug import faults
 from genaug.analysis.stats import compare, holm, seed_summary, verdict
 from genaug.errors import UserError
-from genaug.study.store import MANIFEST, write_json_atomic, write_text_atomic
+from genaug.study.store import MANIFEST, PLAN_FILE, PROVENANCE_FILE, load_plan, write_json_atomic, write_text_atomic
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -28,8 +28,6 @@ class RunData:
     """Everything the report needs, read from the run directory through plan.json."""
 
     def __init__(self, run_dir: Path):
-        from genaug.study.runner import PLAN_FILE, load_plan
-
         self.root = run_dir
         if not (run_dir / PLAN_FILE).is_file():
             raise UserError(f"{run_dir}: no {PLAN_FILE} here; give a directory written by `genaug run`")
@@ -55,7 +53,7 @@ class RunData:
 
 def collect(run: RunData) -> tuple[dict, list[dict]]:
     """-> (per-modality arrays, long-format result rows)."""
-    from genaug.study.stages import read_per_image
+    from genaug.study.outputs import read_per_image
 
     data: dict[str, dict] = {}
     rows: list[dict] = []
@@ -292,7 +290,7 @@ def figure_sweep(summary: dict, out: Path) -> list[tuple[Path, str]]:
 def figure_samples(run: RunData, out: Path, n: int = 16) -> list[tuple[Path, str]]:
     from genaug.data.images import grid
     from genaug.study.plan import slug
-    from genaug.study.stages import load_split, load_synthetic
+    from genaug.study.outputs import load_split, load_synthetic
 
     split = load_split(run.path(run.of("split")[0]))
     figures = []
@@ -395,8 +393,6 @@ def verdicts(summary: dict) -> list[str]:
 
 
 def provenance_blocks(run: RunData) -> list[tuple]:
-    from genaug.study.runner import PROVENANCE_FILE
-
     path = run.root / PROVENANCE_FILE
     if not path.is_file():
         return []

@@ -25,10 +25,8 @@ from genaug.config import Config, to_toml
 from genaug.engine import stop_requested
 from genaug.errors import Interrupted, UserError
 from genaug.study.plan import Step
-from genaug.study.store import Store, write_json_atomic, write_text_atomic
+from genaug.study.store import FAILED_FILE, LAUNCH_DIR, Store, write_json_atomic, write_text_atomic
 
-LAUNCH_DIR = ".launch"
-FAILED_FILE = "failed.json"
 POLL_S = 0.5
 
 
@@ -146,7 +144,7 @@ def build_one(run_dir: str, folder: str) -> None:
     from genaug.config import load_config
     from genaug.engine import set_threads
     from genaug.study.plan import make_plan
-    from genaug.study.runner import build_step, stop_on_ctrl_c
+    from genaug.study.build import build_step, stop_on_ctrl_c
 
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / LAUNCH_DIR / "config.toml", [])

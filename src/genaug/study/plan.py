@@ -87,7 +87,7 @@ def make_plan(cfg: Config) -> list[Step]:
                 stage_key(FORMAT_VERSION, name, section, training(name), cfg.quality, cfg.seed, study.n_synthetic,
                           split.key),
                 stages.GENERATOR_STAGES[name], {"split": split},
-                {"modality": "rgb" if name == "ddpm" else "thermal", "generator": name},
+                {"modality": "rgb" if name == "ddpm" else "thermal", "generator": name, "steps": steps},
                 work=steps + study.n_synthetic, label=f"{steps} steps + {study.n_synthetic} images",
             )
         else:

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -17,16 +13,12 @@ from rich.table import Table
 from genaug import faults
 from genaug.config import Config, to_toml
 from genaug.distributed import barrier, broadcast_object, is_main, world_size
-from genaug.engine import Trainer, clear_stop, request_stop, set_threads, stop_requested
+from genaug.engine import set_threads, stop_requested
 from genaug.errors import Interrupted, UserError
+from genaug.study.build import build_step, stop_on_ctrl_c
 from genaug.study.plan import Step, make_plan
-from genaug.study.resources import check_disk, disk_need, out_of_memory
-from genaug.study.stages import Context
-from genaug.study.store import MANIFEST, Store, write_json_atomic, write_text_atomic
-
-PLAN_FILE = "plan.json"
-PROVENANCE_FILE = "provenance.json"
-CURRENT_PLAN_FILE = ".current-plan.json"  # the plan of the run in progress (or the last one), for `genaug status`
+from genaug.study.store import (CURRENT_PLAN_FILE, MANIFEST, PLAN_FILE, PROVENANCE_FILE, Store, write_json_atomic,
+                                write_text_atomic)
 
 
 def provenance(cfg: Config, plan: list[Step], store: Store) -> dict:
@@ -139,8 +131,6 @@ def build_in_process(plan: list[Step], cfg: Config, store: Store, console: Conso
             if stop_requested():
                 raise Interrupted(f"interrupted before {step.stage} {step.name}; every completed stage is kept; "
                                   "run the same genaug command again to resume")
-            check_disk(store.root, f"{step.stage} {step.name}",
-                       disk_need(cfg, step.stage, step.params, images_written(cfg, step)))
             manifest = build_step(step, cfg, store, progress, task)
             barrier()  # every process's next step reads what the main one just wrote
             # One plain line per finished step: the record that stays in a log where bars cannot draw.
@@ -161,83 +151,6 @@ def finish(cfg: Config, plan: list[Step], store: Store) -> dict:
     return build_report(store.root)
 
 
-def images_written(cfg: Config, step: Step) -> int:
-    """How many images a stage writes: its synthetic set (the ratio sweep draws from it), or nothing."""
-    return cfg.study.n_synthetic if step.stage in ("ddpm", "cyclegan", "pix2pix", "vit_translator", "chain") else 0
-
-
-@contextmanager
-def stop_on_ctrl_c(signals=(signal.SIGINT,)):
-    """SIGINT (and any other of `signals`: a launcher's jobs add SIGTERM, what SLURM sends before it
-    pre-empts or cancels) asks every training loop to checkpoint and stop (`engine.request_stop`); a
-    second one interrupts at once. Only in the main thread, where Python delivers signals."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        # torchrun forwards the terminal's Ctrl-C to every worker, so one press can arrive twice there
-        if stop_requested() and world_size() == 1:
-            raise KeyboardInterrupt
-        request_stop()
-
-    previous = {signum: signal.signal(signum, handler) for signum in signals}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-        clear_stop()
-
-
-def build_step(step: Step, cfg: Config, store: Store, progress: Progress, task) -> dict:
-    """Fill the step's folder through the store's atomic protocol; -> its manifest."""
-    progress.start_task(task)
-    label = f"{step.stage} {step.name}"
-    inputs = {role: store.root / dep.folder for role, dep in step.inputs.items()}
-
-    def on_step(i: int, row: dict) -> None:
-        info = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "step")
-        progress.update(task, completed=i, info=info)
-
-    trainers: list[Trainer] = []
-
-    def trainer(steps: int, log: str) -> Trainer:
-        made = Trainer(cfg.runtime, steps, tmp / log, step.stage, on_step, store.checkpoints(step.stage, step.name, step.key),
-                       run=step.name)
-        latest = made.checkpoints.latest()
-        if latest is not None:
-            progress.console.print(f"resuming {label} from {latest.relative_to(store.root)}")
-        trainers.append(made)
-        return made
-
-    with store.building(step.stage, step.name, step.key, {r: p.name for r, p in inputs.items()}) as (tmp, manifest):
-        manifest["params"] = step.params
-        # the CPU threads this step ran with: results agree bit for bit only between runs with the same
-        manifest["threads"] = torch.get_num_threads()
-        try:
-            step.run(Context(
-                cfg=cfg, out=tmp, inputs=inputs, params=step.params, manifest=manifest, trainer=trainer,
-                advance=lambda completed: progress.update(task, completed=completed),
-                note=progress.console.print,
-            ))
-        except torch.OutOfMemoryError:
-            raise out_of_memory(cfg, label, step.stage) from None
-        # how the time went: the compile decision, the first step (compiling included) and the rest
-        manifest["timing"] = {made.log_path.name: made.timing for made in trainers}
-        notes = [note for made in trainers for note in made.notes]
-        if notes:
-            manifest["notes"] = notes
-        for note in notes:
-            progress.console.print(note)
-        for made in trainers:
-            if made.compiled:
-                progress.console.print(f"{label}: compiled {', '.join(made.compiled)}; first step "
-                                       f"{made.timing.get('first_step_s')} s, then {made.timing.get('steady_step_s')} s/step")
-    progress.update(task, completed=step.work)
-    return manifest
-
-
 def results_table(summary: dict) -> Table:
     """The headline numbers, narrow enough for an 80-column terminal; report.md has them all."""
     from genaug.analysis.report import mean_std
@@ -252,7 +165,3 @@ def results_table(summary: dict) -> Table:
                           "" if rel is None else f"{rel:+.1%}", "" if ci is None else f"[{ci[0]:+.1%}, {ci[1]:+.1%}]")
         table.add_row(modality, "mean predictor", f"{block['baseline_mean_predictor_mse']:.4f}", "", "", end_section=True)
     return table
-
-
-def load_plan(run_dir: Path) -> list[dict]:
-    return json.loads((Path(run_dir) / PLAN_FILE).read_text())["steps"]

@@ -17,17 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from genaug import distributed
 from genaug.config import Config
-from genaug.data.images import RESAMPLE_POLICY, from_unit, read_png_folder, resize_square, to_unit, write_png_folder
+from genaug.data.images import RESAMPLE_POLICY, from_unit, resize_square, to_unit, write_png_folder
 from genaug.data.frames import Frames
-from genaug.data.selection import SETS
 from genaug.data.sources import open_source
 from genaug.engine import Trainer, resolve_device
 from genaug.errors import UserError
+from genaug.study.outputs import load_split, load_synthetic
 
 
 
@@ -74,32 +73,15 @@ def run_split(ctx: Context) -> None:
                         image_size=data.image_size, thermal_channels=data.thermal_channels)
 
 
-def load_split(folder: Path) -> dict[str, Frames]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        tensors = load_file(folder / "frames.safetensors")
-        meta = json.loads((folder / "split.json").read_text())
-    except (OSError, ValueError, SafetensorError) as e:
-        raise UserError(f"{folder}: unreadable frames.safetensors or split.json ({e.__class__.__name__}); delete "
-                        "the folder and run again to rebuild it") from None
-    return {
-        name: Frames(meta["ids"][name], tensors.get(f"{name}.rgb"), tensors.get(f"{name}.thermal"), meta["night"][name])
-        for name in SETS
-    }
-
-
 # ------------------------------------------------------------------------------------------- generators
 
 
 def run_ddpm(ctx: Context) -> None:
     from genaug.generators import ddpm
-    from genaug.study.plan import generator_steps
 
     cfg, n, size = ctx.cfg.ddpm, ctx.cfg.study.n_synthetic, ctx.cfg.data.image_size
     split = load_split(ctx.inputs["split"])
-    steps = generator_steps(ctx.cfg, "ddpm")
+    steps = ctx.params["steps"]  # the plan's count: ddpm.steps, or ddpm.epochs over the pool
     unet, ema_unet, scheduler, _ = ddpm.train(cfg, split["pool"].rgb, ctx.cfg.seed, ctx.trainer(steps, "log.jsonl"))
     ddpm.save(ctx.out, unet, scheduler, ema_unet)
     images = ddpm.sample(ctx.out / "pipeline", n, cfg.sampler, cfg.sample_steps, cfg.sample_batch_size,
@@ -194,11 +176,6 @@ def write_synthetic(ctx: Context, images: torch.Tensor, split: dict[str, Frames]
     score = lambda generated: fidelity(generated, test, q.feature_space, ctx.device, q.kid_subset_size, ctx.cfg.seed)
     ctx.manifest.update(modality=modality, generator=generator, seed=ctx.cfg.seed, images=ids,
                         fidelity=score(images), fidelity_real_train=score(train[: len(images)]), **extra)
-
-
-def load_synthetic(folder: Path) -> torch.Tensor:
-    manifest = json.loads((folder / "manifest.json").read_text())
-    return read_png_folder(folder / "images", manifest["images"])
 
 
 # name -> stage: study.generators picks them per modality; "a>b" chains run run_chain.
@@ -390,14 +367,3 @@ def run_eval(ctx: Context) -> None:
               ctx.out / "examples.safetensors")
     ctx.manifest.update(modality=modality, n_images=len(images), eval_seed=cfg.eval.seed,
                         masked_mse=float(mse.mean()), psnr=float(psnr.mean()))
-
-
-def read_per_image(folder: Path) -> dict[str, np.ndarray]:
-    with open(folder / "per_image.csv") as f:
-        rows = list(csv.DictReader(f))
-    return {
-        "image_id": np.array([r["image_id"] for r in rows]),
-        "night": [None if r["night"] == "" else bool(int(r["night"])) for r in rows],  # None: source doesn't say
-        "masked_mse": np.array([float(r["masked_mse"]) for r in rows]),
-        "psnr": np.array([float(r["psnr"]) for r in rows]),
-    }

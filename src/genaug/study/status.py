@@ -15,15 +15,13 @@ from rich.table import Table
 
 from genaug.errors import UserError
 from genaug.checkpoints import Checkpoints
-from genaug.study.store import MANIFEST, Store
+from genaug.study.store import CURRENT_PLAN_FILE, FAILED_FILE, LAUNCH_DIR, MANIFEST, PLAN_FILE, Store
 
 STATES = ("done", "running", "failed", "pending")
 COLOURS = {"done": "green", "running": "cyan", "failed": "red", "pending": "white"}
 
 
 def _plan(run_dir: Path) -> list[dict]:
-    from genaug.study.runner import CURRENT_PLAN_FILE, PLAN_FILE
-
     for name in (CURRENT_PLAN_FILE, PLAN_FILE):
         path = run_dir / name
         if path.is_file():
@@ -36,8 +34,6 @@ def _plan(run_dir: Path) -> list[dict]:
 
 def step_states(run_dir: Path) -> list[dict]:
     """[{stage, name, folder, state, detail}] in plan order."""
-    from genaug.study.launch import FAILED_FILE, LAUNCH_DIR
-
     run_dir = Path(run_dir)
     failed_path = run_dir / LAUNCH_DIR / FAILED_FILE
     failed = json.loads(failed_path.read_text()) if failed_path.is_file() else {}

@@ -34,6 +34,12 @@ FORMAT_VERSION = 2  # bump when a stage's files change meaning; older folders ar
 MANIFEST = "manifest.json"
 LOCK = ".lock"  # "<pid> <host>" of the genaug run building this directory
 SCRATCH = ".scratch-rank"  # + <rank>: what a non-main process builds, deleted after each stage
+# The run directory's own files, beside the stage folders (README: "What a run directory holds")
+PLAN_FILE = "plan.json"  # the steps of the study the report describes
+CURRENT_PLAN_FILE = ".current-plan.json"  # the plan of the run in progress (or the last one), for `genaug status`
+PROVENANCE_FILE = "provenance.json"
+LAUNCH_DIR = ".launch"  # a launcher's job config, failures and submitit's logs
+FAILED_FILE = "failed.json"  # in LAUNCH_DIR: folder -> the failed job and its log
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -173,6 +179,11 @@ class Store:
         manifest.update(seconds=round(finished - started, 2), started=round(started, 2), finished=round(finished, 2))
         write_json_atomic(final / MANIFEST, manifest)
         shutil.rmtree(self.checkpoints(stage, name, key), ignore_errors=True)
+
+
+def load_plan(run_dir: Path) -> list[dict]:
+    """The steps of the study in `run_dir`'s plan.json, as `Step.describe` wrote them."""
+    return json.loads((Path(run_dir) / PLAN_FILE).read_text())["steps"]
 
 
 def _read_lock(path: Path) -> tuple[int, str] | None:
