@@ -142,9 +142,11 @@ def running_in_group(pgid):
 @pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_ctrl_c_on_the_driver_checkpoints_every_running_job_and_a_resubmitted_job_resumes(tmp_path, capsys,
                                                                                           monkeypatch):
-    """SIGINT to the driver (what Ctrl-C sends it) while two jobs train: each job saves a checkpoint at the
-    step it is on and stops, nothing more is submitted, the driver exits 130 with one line saying so,
-    releases the lock, and no process of the run is left. Until then `genaug status` shows those two
+    """Ctrl-C in the terminal (SIGINT to the whole process group: the driver, submitit's controllers, the
+    jobs) while two jobs train: the driver alone takes it, each job saves a checkpoint at the step it is
+    on and stops, nothing more is submitted, and only once no job is still writing does the driver exit
+    130 with one line saying so (no controller's traceback) and release the lock; no process of the run
+    is left. Until then `genaug status` shows those two
     steps running. Each resubmitted job (`build_one`, what the same command submits again, as the
     killed-job test above shows) resumes from the checkpoint the Ctrl-C saved. runtime.threads is unset:
     every job ran with cores // --max-parallel threads (its manifest says)."""
@@ -189,8 +191,10 @@ def test_ctrl_c_on_the_driver_checkpoints_every_running_job_and_a_resubmitted_jo
                 and (out / mean.folder / "manifest.json").is_file()):
             time.sleep(0.2)  # the evaluation is done and both jobs train (each has a checkpoint): look, press Ctrl-C
         status = runner.invoke(app, ["status", str(out)])
-        driver.send_signal(signal.SIGINT)
+        os.killpg(driver.pid, signal.SIGINT)  # a terminal's Ctrl-C: the driver, its jobs' controllers, the jobs
         driver.wait(timeout=200)  # the driver gives its jobs 120 s to checkpoint and stop
+        at_exit = {step.folder: (Checkpoints(folder, 0, 1).latest(), list(folder.parent.glob(".tmp-*")))
+                   for step, folder in zip(training, saved.values())}
         deadline = time.time() + 60
         while time.time() < deadline and running_in_group(driver.pid):
             time.sleep(0.2)
@@ -207,6 +211,8 @@ def test_ctrl_c_on_the_driver_checkpoints_every_running_job_and_a_resubmitted_jo
     assert re.fullmatch(rf"error: interrupted: 2 running job\(s\) cancelled, {len(plan) - 4} not submitted; .*"
                         "run the same genaug command again to resume", driver_err.strip().splitlines()[-1])
     assert "Traceback" not in driver_err and left == [] and not (out / ".lock").exists()
+    for folder, (latest, building) in at_exit.items():  # when the driver exited: saved, nothing half-written
+        assert latest is not None and building == [], (folder, latest, building)
     stopped = {}
     for step in training:  # each job saved a checkpoint at the step it stopped at
         job = re.search(rf"^submitted {step.stage} {step.name} \(job (\d+)\)", driver_out, re.M).group(1)

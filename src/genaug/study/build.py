@@ -30,9 +30,9 @@ def images_written(cfg: Config, step: Step) -> int:
 
 @contextmanager
 def stop_on_ctrl_c(signals=(signal.SIGINT,)):
-    """SIGINT (and any other of `signals`: a launcher's jobs add SIGTERM, what SLURM sends before it
-    pre-empts or cancels) asks every training loop to checkpoint and stop (`engine.request_stop`); a
-    second one interrupts at once. Only in the main thread, where Python delivers signals."""
+    """SIGINT (or the given `signals`: a launcher's jobs take SIGTERM, what the driver and SLURM send)
+    asks every training loop to checkpoint and stop (`engine.request_stop`); a second one interrupts at
+    once. Only in the main thread, where Python delivers signals."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

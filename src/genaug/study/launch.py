@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -96,7 +98,8 @@ def build_with_jobs(plan: list[Step], cfg: Config, store: Store, console: Consol
         waiting = [s for s in waiting if s not in blocked]
         ready = [s for s in waiting if all(complete(dep) for dep in s.inputs.values())]
         for step in ready[: max(0, max_parallel - len(running))]:
-            job = jobs.submit(build_one, str(store.root), step.folder)
+            with sigint_not_inherited():
+                job = jobs.submit(build_one, str(store.root), step.folder)
             running[step.folder] = (step, job)
             waiting.remove(step)
             console.print(f"submitted {step.stage} {step.name} (job {job.job_id})")
@@ -110,6 +113,24 @@ def build_with_jobs(plan: list[Step], cfg: Config, store: Store, console: Consol
         raise UserError(f"{len(failed)} job(s) failed, first {first['step']} (job {first['job']}): see {first['log']}; "
                         "run the same command again to resubmit only what is missing")
     return todo
+
+
+@contextmanager
+def sigint_not_inherited():
+    """Processes started in here (submitit's local controller and, through it, the job) ignore SIGINT.
+
+    A terminal's Ctrl-C goes to the whole process group: without this, submitit's controllers die of it
+    with a traceback, and each job would see it and then the driver's SIGTERM, a second stop signal
+    that ends it at once, without its checkpoint. So the driver alone takes the Ctrl-C and sends each
+    job one SIGTERM (`terminate`), on which the job checkpoints and stops."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the child processes started now
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def terminate(job) -> None:
@@ -137,8 +158,10 @@ def blocked_steps(waiting: list[Step], failed: dict[str, dict]) -> list[Step]:
 
 
 def build_one(run_dir: str, folder: str) -> None:
-    """One job: build the step `folder` of the study whose resolved config the driver wrote. A SIGINT
-    (the driver's Ctrl-C, forwarded by submitit) checkpoints the current training step and stops."""
+    """One job: build the step `folder` of the study whose resolved config the driver wrote. A SIGTERM (the
+    driver's answer to Ctrl-C, forwarded by submitit's controller; what SLURM sends before it cancels or
+    pre-empts) checkpoints the current training step and stops. SIGINT is left as the job inherited it:
+    ignored under the local launcher (`sigint_not_inherited`), so a terminal's Ctrl-C reaches the driver only."""
     from rich.progress import Progress
 
     from genaug.config import load_config
@@ -156,7 +179,7 @@ def build_one(run_dir: str, folder: str) -> None:
         return
     set_threads(cfg.runtime)
     console = Console(force_terminal=False)
-    with stop_on_ctrl_c((signal.SIGINT, signal.SIGTERM)), Progress(console=console, disable=True) as progress:
+    with stop_on_ctrl_c((signal.SIGTERM,)), Progress(console=console, disable=True) as progress:
         task = progress.add_task(step.name, total=step.work, start=False)
         manifest = build_step(step, cfg, store, progress, task)
     console.print(f"done {step.stage} {step.name} in {manifest['seconds']:.1f} s")
