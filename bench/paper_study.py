@@ -18,7 +18,8 @@ weights); its manifests, logs, plans and report are copied to OUT/paper_run_mani
 
 Prints the wall time and how the run ended; per stage, the seconds summed from the complete manifests,
 complete and planned steps, and for a stage with missing steps a projection of the rest (labelled
-projected_*); the projected total; each stage's compile decisions. Appends every figure to
+projected_*); the projected total; each stage's compile decisions; the timeline of the report's "Where
+the time went"; the GPU's busy fraction (nvidia-smi) over the run and while MAEs train. Appends every figure to
 OUT/paper_study.jsonl.
 """
 
@@ -54,6 +55,37 @@ CURRENT_PLAN = ".current-plan.json"  # genaug.study.runner.CURRENT_PLAN_FILE, wr
 COPIED = ["*/*/manifest.json", "*/*/*.jsonl", "plan.json", CURRENT_PLAN, "report.md", "summary.json"]
 # genaug's one-line Ctrl-C message from a training loop (engine.Trainer.fit); its label is "<stage> <name>"
 IN_FLIGHT = re.compile(r"interrupted: (\w+) (\S+) stopped at step (\d+) of (\d+)")
+
+
+class GpuBusy:
+    """nvidia-smi's utilization.gpu (the share of its last sample period in which a kernel ran) every
+    `every_s` seconds while the study runs, stamped with the wall clock; nothing without nvidia-smi."""
+
+    def __init__(self, every_s: float = 0.5):
+        self.samples: list[tuple[float, float]] = []  # (Unix seconds, utilisation 0-1) of GPU 0
+        self.every_s, self.stopped = every_s, threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True) if shutil.which("nvidia-smi") else None
+        if self.thread is not None:
+            self.thread.start()
+
+    def _poll(self) -> None:
+        while not self.stopped.wait(self.every_s):
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                                     capture_output=True, text=True, timeout=10).stdout
+                self.samples.append((time.time(), float(out.split()[0]) / 100))
+            except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+                continue
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread is not None:
+            self.thread.join(timeout=15)
+
+    def busy(self, spans: list[tuple[float, float]] | None = None) -> dict:
+        """Mean utilisation over every sample, or over those inside `spans` (Unix-second intervals)."""
+        inside = [u for t, u in self.samples if spans is None or any(a <= t <= b for a, b in spans)]
+        return {"samples": len(inside), "busy_fraction": round(sum(inside) / len(inside), 3) if inside else None}
 
 
 def run_genaug(command: list[str], env: dict, budget_s: float) -> dict:
@@ -218,7 +250,9 @@ def main():
     before = {str(p.parent.relative_to(run_dir)) for p in run_dir.glob("*/*/manifest.json")}  # a resumed run's
     path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH", "")) if p)
     launched = time.time()
+    gpu = GpuBusy()
     ended = run_genaug(command, {**os.environ, "PYTHONPATH": path}, args.budget_s)
+    gpu.stop()
 
     steps, fresh_plan = read_plan(run_dir, launched)
     done = manifests(run_dir, steps)
@@ -251,8 +285,13 @@ def main():
     spans, cuts = timeline.spans(list(done.values()))
     if spans:
         report("where the time went (complete steps)", lanes=max(s.lane for s in spans) + 1, pauses_cut=len(cuts),
-               stages=timeline.stage_times(spans),
+               stages=[{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}
+                       for row in timeline.stage_times(spans)],
                steps=[[s.stage, s.name, round(s.start, 1), round(s.end, 1), s.lane, s.threads] for s in spans])
+    # the target: the GPU busy >= 85 % of the wall time while MAEs train (nvidia-smi; none on a CPU machine)
+    mae_spans = [(m["started"], m["finished"]) for m in done.values() if m["stage"] == "mae" and "started" in m]
+    report("gpu busy (nvidia-smi utilization.gpu, sampled every 0.5 s)", available=gpu.thread is not None,
+           whole_run=gpu.busy(), while_maes_train=gpu.busy(mae_spans))
 
     compiled, not_compiled = [], collections.Counter()
     for m in done.values():
