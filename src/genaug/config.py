@@ -5,7 +5,11 @@ validates everything before anything is built: an unknown key is rejected with i
 closest valid key, a wrong type or an out-of-range value with the key and the value, and cross-key
 constraints (sizes that must fit together) with every key involved.
 
-Only `runtime` is left out of stage keys: it says *where* and *how fast* to compute, never *what*.
+Stage keys (study/plan.py) hash the config slice each stage's files depend on. `runtime` says *where*
+and *how fast* to compute and stays out of them, except for what changes a training stage's files: the
+precision it trains in (the resolved decision, not the setting) and `log_every` (its logged losses are
+means over that many steps). `slurm`, `eval.batch_size` and `eval.paper_epochs_dropped` (a report-only
+cut) enter no key. README, "What retrains what".
 """
 
 from __future__ import annotations
@@ -304,7 +308,8 @@ class EvalConfig(Strict):
 
 
 class RuntimeConfig(Strict):
-    """Where and how fast; never part of a stage key."""
+    """Where and how fast. Not part of stage keys, but for `precision` (each training stage's resolved
+    decision) and `log_every` (the interval its logged losses average over)."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="CPU threads (0 = all cores)")

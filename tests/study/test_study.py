@@ -236,6 +236,27 @@ def test_plan_keys_follow_dependencies():
     assert rebuilt_by("eval.batch_size=3", "study.conditions=['real', 'real+gen']") == []
 
 
+def test_of_runtime_only_precision_and_the_log_interval_retrain():
+    """`runtime` says where and how fast, except what changes a training stage's files: the precision a
+    stage trains in (the decision, so auto and its outcome share a key) and the logging interval its loss
+    curve and final_loss are averaged over. Those retrain every training stage they touch and what
+    depends on it; the rest of runtime retrains nothing."""
+    from genaug.engine import cpu_computes_bf16
+
+    assert rebuilt_by("runtime.checkpoint_every=3", "runtime.checkpoints_total_limit=5", "runtime.threads=1",
+                      "runtime.compile='off'", "runtime.on_nonfinite='rollback'", "runtime.resident_data='off'",
+                      "runtime.compile_mode='reduce-overhead'", "eval.paper_epochs_dropped=3") == []
+    trained = rebuilt_by("runtime.log_every=7")
+    assert {f.split("/")[0] for f in trained} == {"ddpm", "cyclegan", "mae", "eval"}
+    assert "split/split" not in trained and not [f for f in trained if "mean-predictor" in f]
+    ddpm_and_after = ["ddpm/ddpm", *(f"{stage}/rgb-real+gen-ddpm-seed{s}" for stage in ("eval", "mae") for s in (0, 1))]
+    # the quickstart's auto trains the DDPM in bf16 on a CPU with bf16 arithmetic, everything else in fp32
+    assert rebuilt_by("runtime.precision='fp32'") == (ddpm_and_after if cpu_computes_bf16() else [])
+    # bf16 everywhere: every MAE changes precision, and the DDPM too unless it was bf16 already
+    assert rebuilt_by("runtime.precision='bf16'") == (sorted(set(trained) - {"ddpm/ddpm"}) if cpu_computes_bf16()
+                                                     else trained)
+
+
 def test_pool_size_retrains_generators_not_real_maes():
     rebuilt = rebuilt_by("data.n_pool=40")
     assert "split/split" in rebuilt and "ddpm/ddpm" in rebuilt and "cyclegan/cyclegan" in rebuilt
