@@ -12,6 +12,7 @@ reported as stale, so the list cannot silently rot.
     .venv/bin/python bench/mutants.py --only holm ema # by name (substring)
     .venv/bin/python bench/mutants.py --list          # names, files and tests, nothing run
     .venv/bin/python bench/mutants.py --baseline      # first check the unchanged copy passes those tests
+    .venv/bin/python bench/mutants.py --only ema --tests tests/generators   # other tests than the listed ones
 
 Not part of CI: a figure for BENCHMARKS.md, never a pass/fail test.
 """
@@ -109,8 +110,14 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="print the mutants and exit")
     parser.add_argument("--baseline", action="store_true", help="first run each mutant's tests unchanged")
     parser.add_argument("--timeout-s", type=float, default=900, help="per mutant")
+    parser.add_argument("--tests", nargs="+", help="run these test paths for every mutant instead of its own "
+                        "(e.g. an older suite, from a checkout of that commit with this script copied in)")
     args = parser.parse_args()
     mutants = select(args.only)
+    if args.tests:
+        from dataclasses import replace
+
+        mutants = [replace(m, tests=tuple(args.tests)) for m in mutants]
     if args.list:
         for m in mutants:
             print(f"{m.name:36s} {m.file:40s} {' '.join(m.tests)}\n    {m.why}")
