@@ -36,25 +36,18 @@ def in_process(tmp_path_factory):
     return out
 
 
-def test_local_jobs_give_the_in_process_results(in_process, tmp_path):
-    out = tmp_path / "run"
-    result = genaug("run", "--out", out, "--launcher", "local", "--max-parallel", "2")
-    assert result.exit_code == 0, result.output
-    assert result.output.count("submitted ") == 7 and result.output.count("done ") == 7
-    assert (out / "results.csv").read_text() == (in_process / "results.csv").read_text()
-    assert len(list(out.glob("*/*/manifest.json"))) == 7  # each stage output once, by the store's protocol
-    assert json.loads((out / ".launch" / "failed.json").read_text()) == {}
-    status = runner.invoke(app, ["status", str(out)])
-    assert status.exit_code == 0 and status.output.strip().endswith("7 done")
-
-
-def test_a_killed_job_is_named_and_resubmitted_by_the_next_run(in_process, tmp_path, monkeypatch):
+def test_local_jobs_give_the_in_process_results_and_a_killed_job_is_resubmitted(in_process, tmp_path, monkeypatch):
+    """Every step as a local job, in two runs: the first has each job die at its 6th training step (the
+    failures are named, what needs them is not submitted), the second submits only what is missing and
+    resumes the killed MAEs from their checkpoints. In all, each of the 7 steps ran once as a job, and
+    results.csv equals the in-process run's bit for bit (both at runtime.threads = 1)."""
     out = tmp_path / "run"
     # every job dies at its 6th training step: the MAEs (10 steps, a checkpoint at 4) fail, the CycleGAN
     # (4 steps) and the split finish, and nothing that needs a failed MAE is submitted
     monkeypatch.setenv("GENAUG_KILL_AT", "step:6")
     result = genaug("run", "--out", out, "--launcher", "local", "--max-parallel", "2")
     assert result.exit_code == 2
+    assert result.output.count("submitted ") == 5 and result.output.count("done ") == 3  # the MAEs' evaluations wait
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("error: 2 job(s) failed, first mae thermal-") and "run the same command again" in line
     failed = json.loads((out / ".launch" / "failed.json").read_text())
@@ -67,10 +60,14 @@ def test_a_killed_job_is_named_and_resubmitted_by_the_next_run(in_process, tmp_p
     monkeypatch.delenv("GENAUG_KILL_AT")
     again = genaug("run", "--out", out, "--launcher", "local", "--max-parallel", "2")
     assert again.exit_code == 0, again.output
-    assert again.output.count("submitted ") == 4  # only what was missing
+    assert again.output.count("submitted ") == 4 and again.output.count("done ") == 4  # only what was missing
     for manifest in out.glob("mae/*/manifest.json"):  # each MAE went on from its checkpoint at step 4
         assert json.loads(manifest.read_text())["timing"]["log.jsonl"]["resumed_from"] == 4
     assert (out / "results.csv").read_text() == (in_process / "results.csv").read_text()
+    assert len(list(out.glob("*/*/manifest.json"))) == 7  # each stage output once, by the store's protocol
+    assert json.loads((out / ".launch" / "failed.json").read_text()) == {}  # this attempt's failures: none
+    status = runner.invoke(app, ["status", str(out)])
+    assert status.exit_code == 0 and status.output.strip().endswith("7 done")
 
 
 def test_bad_launcher_options_are_one_line_errors(tmp_path):
