@@ -66,8 +66,8 @@ def build_step(step: Step, cfg: Config, store: Store, progress: Progress, task) 
     trainers: list[Trainer] = []
 
     def trainer(steps: int, log: str) -> Trainer:
-        made = Trainer(cfg.runtime, steps, tmp / log, step.stage, on_step, store.checkpoints(step.stage, step.name, step.key),
-                       run=step.name)
+        made = Trainer(cfg.runtime, steps, tmp / log, step.stage, on_step,
+                       store.checkpoints(step.stage, step.name, step.key), run=step.name)
         latest = made.checkpoints.latest()
         if latest is not None:
             progress.console.print(f"resuming {label} from {latest.relative_to(store.root)}")

@@ -1,8 +1,9 @@
 """`genaug status RUN_DIR`: which steps of a run are done, running, failed or pending, from its files.
 
 Done: the step's manifest is there. Running: its temporary folder is there and the run's lock is held
-by a live process (a run that takes the lock first deletes what killed runs left half-built). Failed: a launcher job for it failed (`.launch/failed.json`, with the log). Pending:
-anything else; a pending step with a checkpoint resumes from it.
+by a live process (a run that takes the lock first deletes what killed runs left half-built). Failed: a
+launcher job for it failed (`.launch/failed.json`, with the log). Pending: anything else; a pending step
+with a checkpoint resumes from it.
 """
 
 from __future__ import annotations
