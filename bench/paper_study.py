@@ -9,11 +9,14 @@
 Only what needs downloads is overridden: the built-in scenes data instead of KAIST, and a scratch
 ViTMAE-Base (patch 16, `mae.preset = "base"`) instead of `facebook/vit-mae-base`. Everything else
 (both modalities, every condition and control, 5 seeds, the DDPM and the CycleGAN trained, DDPM-1000
-sampling) is the config's.
+sampling) is the config's. `genaug run` is given no --launcher, so its defaults are what runs: on CUDA,
+runtime.processes_per_gpu local jobs per GPU at once, compiled stages in auto's mode, one inductor
+cache in the run directory; the launcher line genaug prints and each stage's compile mode are reported.
 
-`--budget-s` sends genaug a SIGINT when the budget is spent (it checkpoints the current training step
-and exits 130), and a SIGKILL 60 s later if it has not exited: give the device call budget + 60 s +
-a few seconds for the report. The run directory stays outside OUT (it holds hundreds of MB of
+`--budget-s` sends genaug a SIGINT when the budget is spent (it checkpoints the current training step,
+or asks each running job to, and exits 130), and SIGKILLs genaug and every process it started
+STOP_GRACE_S (60) s later if it has not exited: give the device call budget + 60 s + a few seconds for
+the report. The run directory stays outside OUT (it holds hundreds of MB of
 weights); its manifests, logs, plans and report are copied to OUT/paper_run_manifests/.
 
 Prints the wall time and how the run ended; per stage, the seconds summed from the complete manifests,
@@ -50,7 +53,10 @@ TINY = ["data.image_size=32", "data.n_pool=40", "data.n_train=16", "data.n_test=
         'ddpm.preset="tiny"', "ddpm.epochs=0", "ddpm.steps=4", "ddpm.sample_steps=3", 'ddpm.sampler="dpmsolver++"',
         "cyclegan.num_downs=3", "cyclegan.ngf=8", "cyclegan.ndf=8", "cyclegan.steps=4", 'mae.preset="micro"',
         "mae.patch_size=4", "mae.epochs=40", "study.seeds=[0, 1]", "study.n_synthetic=16"]
-STOP_GRACE_S = 60  # after the SIGINT: genaug stops at the next training or sampling step; other stages finish first
+# after the SIGINT: genaug stops at the next training or sampling step (other stages finish first); as a
+# launcher's driver it would give its jobs up to 120 s to checkpoint and stop, but a job still compiling
+# then is killed with the rest at this grace (its step counts as not started: the projection errs high)
+STOP_GRACE_S = 60
 CURRENT_PLAN = ".current-plan.json"  # genaug.study.runner.CURRENT_PLAN_FILE, written when a run starts
 COPIED = ["*/*/manifest.json", "*/*/*.jsonl", "plan.json", CURRENT_PLAN, "report.md", "summary.json"]
 # genaug's one-line Ctrl-C message from a training loop (engine.Trainer.fit); its label is "<stage> <name>"
@@ -127,7 +133,7 @@ def run_genaug(command: list[str], env: dict, budget_s: float) -> dict:
             ended.update(outcome="stopped at budget", stop_sent_at_s=round(now, 1), stop_sent_epoch=time.time())
             deadline = now + STOP_GRACE_S
         elif deadline is not None and now >= deadline:
-            proc.kill()
+            kill_with_descendants(proc.pid)  # genaug and every job it started
             proc.wait()
             ended["outcome"] += f", killed {STOP_GRACE_S} s after the SIGINT"
             break
@@ -137,6 +143,26 @@ def run_genaug(command: list[str], env: dict, budget_s: float) -> dict:
         ended["outcome"] = {0: "finished", 130: "interrupted (exit 130)"}.get(proc.returncode, "failed")
     return {**ended, "exit_status": proc.returncode, "wall_s": round(wall, 1),
             "stderr_tail": tail.decode(errors="replace")}
+
+
+def kill_with_descendants(pid: int) -> None:
+    """SIGKILL `pid` and every process below it (a launcher's submitit controllers and jobs), from /proc:
+    they share this script's process group, so a group kill would end the script too."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            children[int(stat.read_text().rsplit(")", 1)[1].split()[1])].append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(found[-1], [])
+    for each in reversed(found):  # the jobs first, so that no controller restarts or reports one
+        try:
+            os.kill(each, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def work(step: dict) -> tuple[float, str]:
@@ -174,23 +200,36 @@ def manifests(run_dir: Path, steps: list[dict]) -> dict[str, dict]:
     return done
 
 
-def in_flight(ended: dict, steps: list[dict], done: dict[str, dict], launched: float) -> dict | None:
-    """The step a stop caught inside its training loop (from genaug's message): how far it got, and for
-    how long it had run (since the last manifest written, or the start: approximate)."""
+def in_flight(ended: dict, steps: list[dict], done: dict[str, dict], launched: float,
+              run_dir: Path | None = None) -> list[dict]:
+    """The steps a stop caught inside their training loops (from genaug's message: in its own stderr when
+    it builds in-process, in each job's log under RUN_DIR/.launch/logs when it runs local jobs): how far
+    each got, and, for the in-process one, how long it had run (since the last manifest written, or the
+    start: approximate)."""
+    flights = []
     found = IN_FLIGHT.search(ended["stderr_tail"])
-    if not found:
-        return None
-    stage, name, trained, of = found[1], found[2], int(found[3]), int(found[4])
-    folder = next((s["folder"] for s in steps if s["stage"] == stage and s["name"] == name), None)
+    texts = [(found, True)] if found else []
+    logs = sorted((run_dir / ".launch" / "logs").glob("*_log.err")) if run_dir is not None else []
+    for log in logs:
+        if log.stat().st_mtime >= launched:  # this run's jobs only
+            texts += [(match, False) for match in IN_FLIGHT.finditer(log.read_text(errors="replace"))]
     began = max([launched, *(m["written"] for m in done.values() if m["written"] >= launched)])
-    return {"stage": stage, "folder": folder, "trained_steps": trained, "of": of,
-            "ran_s_approx": round(ended["stop_sent_epoch"] - began, 1) if ended["stop_sent_epoch"] else None}
+    for match, in_process in texts:
+        stage, name, trained, of = match[1], match[2], int(match[3]), int(match[4])
+        folder = next((s["folder"] for s in steps if s["stage"] == stage and s["name"] == name), None)
+        if folder in done or any(f["folder"] == folder for f in flights):
+            continue  # resumed and finished since, or said twice
+        flights.append({"stage": stage, "folder": folder, "trained_steps": trained, "of": of,
+                        "ran_s_approx": round(ended["stop_sent_epoch"] - began, 1)
+                        if in_process and ended["stop_sent_epoch"] else None})
+    return flights
 
 
-def stage_rows(steps: list[dict], done: dict[str, dict], before: set[str], flight: dict | None) -> list[dict]:
+def stage_rows(steps: list[dict], done: dict[str, dict], before: set[str], flights: list[dict]) -> list[dict]:
     """Per stage: measured seconds, complete / planned steps, and a projection of the missing ones:
-    the complete steps' mean seconds per unit of work times the missing work (the step caught in
-    flight counted for its untrained share only)."""
+    the complete steps' mean seconds per unit of work times the missing work (the steps caught in
+    flight counted for their untrained share only). Step seconds, summed: what the rest would take
+    one step at a time."""
     rows = []
     for stage in dict.fromkeys(s["stage"] for s in steps):
         mine = [s for s in steps if s["stage"] == stage]
@@ -202,10 +241,12 @@ def stage_rows(steps: list[dict], done: dict[str, dict], before: set[str], fligh
         if missing:
             unit = work(mine[0])[1]
             left = sum(work(s)[0] for s in missing)
-            if flight and flight["folder"] in {s["folder"] for s in missing}:
+            caught = [f for f in flights if f["folder"] in {s["folder"] for s in missing}]
+            for flight in caught:
                 step = next(s for s in missing if s["folder"] == flight["folder"])
                 left -= work(step)[0] * flight["trained_steps"] / flight["of"]
-                row["in_flight"] = flight
+            if caught:
+                row["in_flight"] = caught
             if complete:
                 rate = row["measured_s"] / sum(work(s)[0] for s in complete)
                 row.update(projected_remaining_s=round(rate * left, 1),
@@ -256,11 +297,14 @@ def main():
 
     steps, fresh_plan = read_plan(run_dir, launched)
     done = manifests(run_dir, steps)
-    flight = in_flight(ended, steps, done, launched)
-    rows = stage_rows(steps, done, before, flight)
+    flights = in_flight(ended, steps, done, launched, run_dir)
+    rows = stage_rows(steps, done, before, flights)
     built = sum(r["built_this_run"] for r in rows)
     built_s = sum(m.get("seconds", 0) for f, m in done.items() if f not in before)
     copied = copy_small_files(run_dir, args.out / "paper_run_manifests")
+    launched_plan = json.loads((run_dir / CURRENT_PLAN).read_text()) if fresh_plan else {}
+    report("launcher (genaug run's choice; no --launcher given)", launcher=launched_plan.get("launcher"),
+           max_parallel=launched_plan.get("max_parallel"), why=launched_plan.get("launcher_why"))
     report("paper study", outcome=ended["outcome"], exit_status=ended["exit_status"], wall_s=ended["wall_s"],
            stop_sent_at_s=ended["stop_sent_at_s"], target_s=600, complete_steps=len(done), planned_steps=len(steps),
            built_this_run=built, cached_before=len(done) - built, plan_from_this_run=fresh_plan,
@@ -271,9 +315,14 @@ def main():
     unknown = [r["stage"] for r in rows if "projected_remaining_s" in r and r["projected_remaining_s"] is None]
     remaining = sum(r.get("projected_remaining_s") or 0 for r in rows)
     cached_s = sum(m.get("seconds", 0) for f, m in done.items() if f in before)
+    # steps side by side (the launcher's jobs): the step-seconds built per wall second so far
+    concurrency = built_s / ended["wall_s"] if ended["wall_s"] else 0
     projection = {"measured_wall_s": ended["wall_s"], "projected_remaining_s": round(remaining, 1),
                   "projected_total_s": round(ended["wall_s"] + remaining, 1),
-                  "projection_missing_for": unknown, "projected_total_is_lower_bound": bool(unknown)}
+                  "projection_missing_for": unknown, "projected_total_is_lower_bound": bool(unknown),
+                  "step_seconds_per_wall_second": round(concurrency, 2)}
+    if concurrency > 1:  # the rest at the same overlap: the serial figures above are an upper bound then
+        projection["projected_total_at_this_overlap_s"] = round(ended["wall_s"] + remaining / concurrency, 1)
     if cached_s:  # steps an earlier run built: what they took, to judge the whole study from scratch
         projection.update(cached_steps_s=round(cached_s, 1),
                           projected_total_from_scratch_s=round(ended["wall_s"] + remaining + cached_s, 1))
@@ -297,10 +346,13 @@ def main():
     for m in done.values():
         for log, timing in m.get("timing", {}).items():
             if timing.get("compile"):
-                compiled.append([m["name"], timing.get("first_step_s"), timing.get("steady_step_s")])
+                compiled.append([m["name"], timing.get("compile_mode"), timing.get("first_step_s"),
+                                 timing.get("steady_step_s")])
             elif "compile" in timing:
                 not_compiled[f"{m['stage']}: {timing.get('compile_reason', '')}"] += 1
-    report("compiled stages (name, first step s, steady step s)", stages=compiled,
+    modes = collections.Counter(f"{m['stage']}: {t.get('compile_mode')} ({t.get('compile_mode_reason', '')})"
+                                for m in done.values() for t in m.get("timing", {}).values() if t.get("compile"))
+    report("compiled stages (name, mode, first step s, steady step s)", stages=compiled, modes=dict(modes),
            not_compiled=dict(not_compiled))
 
 

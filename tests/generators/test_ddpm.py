@@ -180,3 +180,45 @@ def test_a_broken_checkpoint_is_named_not_trusted(tmp_path):
     (tmp_path / "c" / "checkpoint-6" / "tensors.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(UserError, match="checkpoint-6: unreadable checkpoint"):
         train(tmp_path, checkpoint_every=6, checkpoint_dir=tmp_path / "c")
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "dpmsolver++"])
+def test_fixed_batch_sampling_gives_the_eager_samplers_images(tmp_path, monkeypatch, sampler):
+    """The compiled sampler's batching, on the CPU: torch.compile faked as the identity, so only the
+    fixed-shape logic runs. 5 images at batch 2: the last batch (1 image) is padded to 2 and its padding
+    dropped; the UNet only ever sees batches of 2, a new CUDA-graph step is marked before every call, and
+    the images are the eager sampler's (the solver's random draws, DDPM's per-step noise included, see
+    only the real images). Tolerance one uint8 level: a batch of 2 may round differently from 1."""
+    raw, ema, scheduler, _ = train(tmp_path)
+    ddpm.save(tmp_path / "model", raw, scheduler, ema)
+    folder = tmp_path / "model" / "pipeline"
+    eager = ddpm.sample(folder, 5, sampler, 3, batch_size=2, seed=3)
+
+    compiled, shapes, marks = [], [], []
+
+    def fake_compile(module, **options):
+        compiled.append(options)
+
+        def forward(image, t):
+            shapes.append(tuple(image.shape))
+            return module(image, t)
+
+        return forward
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    fixed = ddpm.sample(folder, 5, sampler, 3, batch_size=2, seed=3, compile_unet="on")
+    assert compiled == [{"mode": "reduce-overhead", "dynamic": False}]
+    assert set(shapes) == {(2, 3, 8, 8)} and len(shapes) == len(marks) == 3 * 3  # 3 batches x 3 solver steps
+    assert fixed.shape == eager.shape == (5, 3, 8, 8)
+    assert (fixed.int() - eager.int()).abs().max() <= 1
+    assert not torch.equal(fixed[4], fixed[3])  # the padded batch's real image is its own, not padding
+
+
+def test_sampling_compiles_only_long_samplers_on_cuda():
+    decide = ddpm.sampling_compile_decision
+    assert decide("cpu", 1000) == (False, "auto: not on CUDA")
+    assert decide("cuda", 20) == (False, f"auto: 20 solver steps < {ddpm.SAMPLE_COMPILE_MIN_STEPS}")
+    assert decide("cuda:0", 1000) == (True, f"auto: CUDA and 1000 solver steps >= {ddpm.SAMPLE_COMPILE_MIN_STEPS}")
+    assert decide("cuda", ddpm.SAMPLE_COMPILE_MIN_STEPS)[0] and not decide("cuda", ddpm.SAMPLE_COMPILE_MIN_STEPS - 1)[0]
+    assert decide("cpu", 3, "on")[0] and not decide("cuda", 1000, "off")[0]

@@ -85,10 +85,12 @@ def run_ddpm(ctx: Context) -> None:
     unet, ema_unet, scheduler, _ = ddpm.train(cfg, split["pool"].rgb, ctx.cfg.seed, ctx.trainer(steps, "log.jsonl"))
     ddpm.save(ctx.out, unet, scheduler, ema_unet)
     images = ddpm.sample(ctx.out / "pipeline", n, cfg.sampler, cfg.sample_steps, cfg.sample_batch_size,
-                         ctx.cfg.seed, ctx.device, on_batch=lambda done: ctx.advance(steps + done))
+                         ctx.cfg.seed, ctx.device, on_batch=lambda done: ctx.advance(steps + done),
+                         compile_unet=ctx.cfg.runtime.compile)
     trained_at = images.shape[-1]
     facts = {"sampler": cfg.sampler, "sample_steps": cfg.sample_steps, "steps": steps,
-             "weights": "ema" if ema_unet is not None else "raw", "sampled_at": trained_at}
+             "weights": "ema" if ema_unet is not None else "raw", "sampled_at": trained_at,
+             "sample_compile": ddpm.sampling_compile_decision(ctx.device, cfg.sample_steps, ctx.cfg.runtime.compile)[1]}
     if trained_at != size:  # the MAE sees data.image_size: resample, and say how
         images = resize_square(images, size)
         facts["resized_to"], facts["resize"] = size, RESAMPLE_POLICY
