@@ -50,17 +50,20 @@ def run(
     config: Optional[Path] = typer.Argument(None, help="Study config (TOML). Omitted: the built-in quickstart."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<config name>)."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-    launcher: str = typer.Option("inprocess", "--launcher", help="inprocess (steps here, in order), local "
-                                 "(each step a job on this machine) or slurm (each step a SLURM job; see [slurm])"),
-    max_parallel: int = typer.Option(1, "--max-parallel", help="jobs at once (--launcher local / slurm)"),
+    launcher: str = typer.Option("auto", "--launcher", help="inprocess (steps here, in order), local "
+                                 "(each step a job on this machine) or slurm (each step a SLURM job; see [slurm]); "
+                                 "auto: local on CUDA in one process, else inprocess"),
+    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", help="jobs at once (local / slurm); "
+                                               "default: runtime.processes_per_gpu x GPUs for local jobs on CUDA, "
+                                               "else 1"),
 ):
     """Run the whole study; stages already complete in the run directory are reused."""
     from genaug.config import load_config
     from genaug.study.runner import run_study
 
     if launcher not in LAUNCHERS:
-        raise UserError(f"--launcher {launcher!r}: use one of {', '.join(LAUNCHERS)}")
-    if max_parallel < 1:
+        raise UserError(f"--launcher {launcher!r}: use one of {', '.join(LAUNCHERS[1:])} or auto (the default)")
+    if max_parallel is not None and max_parallel < 1:
         raise UserError(f"--max-parallel {max_parallel}: must be at least 1")
     cfg = load_config(config, set_)
     if out is None:
@@ -74,7 +77,7 @@ def run(
     shutdown()  # several processes: each leaves once the main one has written the report
 
 
-LAUNCHERS = ("inprocess", "local", "slurm")
+LAUNCHERS = ("auto", "inprocess", "local", "slurm")
 
 
 @app.command()
@@ -127,13 +130,14 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory written by 
     from rich.console import Console
 
     from genaug.analysis.report import build_report
-    from genaug.study.runner import results_table
+    from genaug.study.runner import results_table, verdict_text
 
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run directory")
     _check_run_format(run_dir)
     summary = build_report(run_dir)
     Console().print(results_table(summary))
+    typer.echo(verdict_text(summary))
     typer.echo(f"report: {run_dir / 'report.html'}")
 
 

@@ -250,6 +250,8 @@ class MAEConfig(Strict):
                                                     "zero (MAE's), or constant (the seed paper's)")
     weight_decay: float = Field(0.05, ge=0)
     warmup_steps: int = Field(100, ge=0)
+    grad_clip: float = Field(1.0, ge=0, description="max gradient norm (0 = no clipping): without it some "
+                             "seeds of a short, fast schedule stall or diverge (README, 'Run health')")
     augment: AugmentConfig = AugmentConfig()
 
 
@@ -287,6 +289,11 @@ class StudyConfig(Strict):
         "steps", description="steps: every condition trains mae.steps steps (more images, not more steps); "
         "epochs: mae.epochs passes (the seed's protocol: conditions with more images train longer)")
     generators: GeneratorChoice = GeneratorChoice()
+    on_unhealthy: Literal["flag", "stop"] = Field(
+        "flag", description="a run flagged by the health rules (diverged, stalled, outlier, near floor): flag = "
+        "name it beside the verdicts, which still stand; stop = no verdict anywhere in the study")
+    target_effect: float = Field(0.05, gt=0, lt=1, description="the relative change the sensitivity line "
+                                 "counts seeds for (0.05 = 5 %)")
 
 
 class QualityConfig(Strict):
@@ -328,14 +335,23 @@ class RuntimeConfig(Strict):
     compile_min_steps: int = Field(500, ge=1, description="the shortest stage 'auto' compiles")
     # At small batches (the seed paper's 16) a compiled step is host-bound: launching kernels takes
     # longer than running them. CUDA graphs ("reduce-overhead") replay a whole step in one launch.
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
-        "default", description="torch.compile's mode for compiled stages; reduce-overhead adds CUDA graphs")
+    # auto's rule and the figures it rests on: `engine.Trainer.compile_mode_decision`.
+    compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "auto", description="torch.compile's mode for compiled stages: auto = reduce-overhead (CUDA graphs) on "
+        "CUDA for a per-process batch of at most 64 in one process, else default")
+    # One eager batch-16 MAE process leaves an H200 mostly idle: 4 side by side gave 3.6x one process's
+    # images/s, 8 gave 4.6x (measured for issue 15); 4 takes most of the gain at half the memory and threads.
+    processes_per_gpu: int = Field(4, ge=1, description="on CUDA, `genaug run` without --launcher runs this many "
+                                   "steps at once per visible GPU, each a local job (see --launcher)")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="training arithmetic: auto = bf16 autocast on CUDA; on the CPU, bf16 for the DDPM "
         "where the CPU has bf16 arithmetic (its convolutions gain), fp32 for the rest")
     resident_data: Literal["auto", "on", "off"] = Field(
         "auto", description="keep each training set in the training device's memory (auto: when it takes at "
         "most a quarter of the free device memory); off: host memory, each batch copied over")
+    memory_check: bool = Field(True, description="on the CPU, refuse a stage whose estimated peak memory exceeds "
+                               "the memory available (MemAvailable, within the cgroup's limit) before it starts; "
+                               "false: run it anyway (swap, or an estimate you know to be high)")
 
 
 class SlurmConfig(Strict):

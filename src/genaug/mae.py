@@ -361,7 +361,7 @@ def train(cfg: MAEConfig, images: torch.Tensor, normalizer: Normalizer, seed: in
     schedule = (warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps) if cfg.schedule == "cosine"
                 else warmup_constant(optimizer, cfg.warmup_steps))
     model, optimizer, schedule = trainer.prepare(model, optimizer, schedule)
-    forward = trainer.compile(model, "mae")
+    forward = trainer.compile(model, "mae", batch=cfg.batch_size // trainer.world)
     batches = trainer.batches(images, seed, cfg.augment)
     model.train()
 
@@ -369,6 +369,8 @@ def train(cfg: MAEConfig, images: torch.Tensor, normalizer: Normalizer, seed: in
         with trainer.autocast():
             loss = forward(pixel_values=normalizer.to_model(batches(cfg.batch_size))).loss
         trainer.backward(loss)
+        if cfg.grad_clip:  # no host sync: the clip factor is computed and applied on the device
+            trainer.accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)

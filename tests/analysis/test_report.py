@@ -1,4 +1,5 @@
-"""summary.json from stored stage outputs: Holm across the whole study, verdicts, day/night, the floor.
+"""summary.json from stored stage outputs: Holm within each family, verdicts, no-verdict rules, run
+health, sensitivity, day/night, the floor.
 
 No study is trained here: `fake_run` writes the files the report reads (plan.json, each stage folder's
 manifest.json, the MAEs' log.jsonl, the evaluations' per_image.csv), laid out as `genaug run` lays them
@@ -29,11 +30,13 @@ def _written(values: np.ndarray) -> np.ndarray:
 def design() -> dict:
     """modality -> condition -> (seeds, images) masked MSE, plus each modality's mean-predictor errors.
 
-    rgb: real+noise is a clear harm; real+gen:ddpm has one seed (no verdict, but its p is in the family).
-    thermal: real+classic a clear improvement, much larger on the night images than by day; real-x2 a
-    clear harm whose mean is above the mean-predictor floor; real+real a moderate improvement whose raw p
-    is below 0.05 and whose interval excludes 0, but which Holm over the study's 5 comparisons (and only
-    over all 5: within thermal alone it would pass) takes to 0.05 or above.
+    Primary family (each real+gen:<generator> against real): rgb real+gen:ddpm a moderate improvement
+    that Holm over its family of 2 keeps but Holm over all 6 comparisons would not decide the same way;
+    thermal real+gen:cyclegan a clear improvement; thermal real+gen:ddpm>cyclegan one seed (no p, not
+    in the family, no verdict).
+    Secondary family (controls): rgb real+noise a clear harm; thermal real+classic a clear improvement,
+    much larger on the night images than by day; real-x2 a clear harm whose mean is above the
+    mean-predictor floor (no verdict); real+real no detectable difference.
     """
     rng = np.random.default_rng(11)
     night = np.array(NIGHT)
@@ -49,22 +52,29 @@ def design() -> dict:
         "rgb": {
             "mean-predictor": np.full((1, N_IMAGES), 0.05),
             "real": seeds(rgb_images, [1.0, 1.03, 0.97]),
+            "real+gen:ddpm": seeds(rgb_images, [0.92, 0.93, 0.94]),
             "real+noise": seeds(rgb_images, [1.6, 1.7, 1.65]),
-            "real+gen:ddpm": seeds(rgb_images, [1.01]),
         },
         "thermal": {
             "mean-predictor": np.full((1, N_IMAGES), 0.02),
             "real": seeds(thermal_images, [1.0, 1.02, 0.98]),
+            "real+gen:cyclegan": seeds(thermal_images, [0.7, 0.71, 0.69]),
+            "real+gen:ddpm>cyclegan": seeds(thermal_images, [1.01]),
             "real+classic": seeds(thermal_images * classic, [1.0, 1.01, 0.99]),
             "real-x2": seeds(thermal_images, [3.0, 3.1, 3.05]),
-            "real+real": seeds(thermal_images, [0.92, 0.93, 0.94]),
+            "real+real": seeds(thermal_images, [0.97, 1.0, 0.99]),
         },
     }
     return {m: {c: _written(v) for c, v in block.items()} for m, block in out.items()}
 
 
-def fake_run(root, errors: dict, night: list) -> None:
-    """A run directory with the plan and stage outputs `report.collect`/`summarize` read (no generators)."""
+def healthy_log(n=12):
+    return [{"step": 10 * (i + 1), "loss": 0.3 + 0.7 * math.exp(-i / 2.5)} for i in range(n)]
+
+
+def fake_run(root, errors: dict, night: list, logs: dict | None = None, config: str = "") -> None:
+    """A run directory with the plan and stage outputs `report.collect`/`summarize` read (no generators).
+    `logs`: MAE name -> its log rows (default a healthy falling curve); `config`: config.toml's text."""
     steps = [{"stage": "split", "name": "split", "key": "k0", "folder": "split/split-k0", "params": {}}]
     for modality, block in errors.items():
         for condition, values in block.items():
@@ -79,7 +89,8 @@ def fake_run(root, errors: dict, night: list) -> None:
                     steps.append(mae)
                     folder = root / mae["folder"]
                     folder.mkdir(parents=True)
-                    (folder / "log.jsonl").write_text(json.dumps({"step": 40, "loss": 0.5}) + "\n")
+                    rows = (logs or {}).get(name, healthy_log())
+                    (folder / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
                     (folder / "manifest.json").write_text(json.dumps(
                         {"modality": modality, "condition": condition, "seed": seed, "steps": 40,
                          "n_images": 48 + (48 if condition != "real" else 0), "n_real": 48, "budget": "steps"}))
@@ -92,8 +103,8 @@ def fake_run(root, errors: dict, night: list) -> None:
                     writer.writerow(["image_id", "night", "masked_mse", "psnr"])
                     for i, (n, v) in enumerate(zip(night, row)):
                         writer.writerow([f"frame{i:03d}", "" if n is None else int(n), f"{v:.8g}",
-                                         f"{-10 * math.log10(v):.6g}"])
-                manifest = {"modality": modality, "n_images": N_IMAGES}
+                                         f"{-10 * math.log10(max(v, 1e-10)):.6g}"])
+                manifest = {"modality": modality, "n_images": N_IMAGES, "masked_mse": float(np.mean(row))}
                 if condition == "mean-predictor":
                     manifest["floor"] = "training-set mean"
                 (folder / "manifest.json").write_text(json.dumps(manifest))
@@ -104,7 +115,7 @@ def fake_run(root, errors: dict, night: list) -> None:
         "modalities": list(errors), "skipped_missing_partner": 0, "leakage_check": "passed", "notes": [],
         "resize": "stretch", "image_size": 32}))
     (root / "plan.json").write_text(json.dumps({"steps": steps}))
-    (root / "config.toml").write_text("# fake run for tests/analysis/test_report.py\n")
+    (root / "config.toml").write_text("# fake run for tests/analysis/test_report.py\n" + config)
 
 
 @pytest.fixture(scope="module")
@@ -127,50 +138,116 @@ def holm_by_hand(p: dict) -> dict:
     return out
 
 
-def test_p_holm_is_holm_over_every_comparison_of_the_study(built):
-    """Every comparison of every modality is one Holm family (README: "Holm-corrected across every
-    comparison of the study"); `real` is compared with nothing and gets no p_holm."""
+def comparisons(summary):
+    return {(m, c): e for m, block in summary["modalities"].items() for c, e in block["conditions"].items()
+            if c != "real"}
+
+
+def test_p_holm_is_holm_within_the_primary_family_and_within_the_secondary_one(built):
+    """The primary questions (real+gen:<generator> vs real, every modality) form one Holm family, the
+    controls another; a comparison without a p (one seed) is in neither; `real` gets no p_holm."""
     _, summary = built
-    entries = {(m, c): e for m, block in summary["modalities"].items() for c, e in block["conditions"].items()
-               if c != "real"}
-    assert len(entries) == 5
+    entries = comparisons(summary)
+    assert len(entries) == 7
     for block in summary["modalities"].values():
         assert "p_holm" not in block["conditions"]["real"] and "verdict" not in block["conditions"]["real"]
-    expected = holm_by_hand({key: e["p_value"] for key, e in entries.items()})
-    for key, e in entries.items():
-        assert e["p_holm"] == pytest.approx(expected[key], rel=1e-12, abs=1e-300), key
-    # The data make the family matter: within thermal alone real+real's adjusted p would differ.
-    moderate = summary["modalities"]["thermal"]["conditions"]["real+real"]
-    thermal_only = holm_by_hand({c: e["p_value"] for c, e in summary["modalities"]["thermal"]["conditions"].items()
-                                 if c != "real"})
-    assert thermal_only["real+real"] != pytest.approx(moderate["p_holm"])
+    one_seed = entries.pop(("thermal", "real+gen:ddpm>cyclegan"))
+    assert one_seed["p_value"] is None and one_seed["p_holm"] is None
+    families = {"primary": {("rgb", "real+gen:ddpm"), ("thermal", "real+gen:cyclegan")},
+                "secondary": {("rgb", "real+noise"), ("thermal", "real+classic"), ("thermal", "real-x2"),
+                              ("thermal", "real+real")}}
+    for name, members in families.items():
+        expected = holm_by_hand({key: entries[key]["p_value"] for key in members})
+        for key in members:
+            e = entries[key]
+            assert (e["family"], e["family_size"]) == (name, len(members)), key
+            assert e["p_holm"] == pytest.approx(expected[key], rel=1e-12, abs=1e-300), key
+    # The family decides: over all six comparisons rgb real+gen:ddpm's adjusted p would pass 0.05.
+    everything = holm_by_hand({key: e["p_value"] for key, e in entries.items()})
+    assert entries[("rgb", "real+gen:ddpm")]["p_holm"] < 0.05 <= everything[("rgb", "real+gen:ddpm")]
+    method = report.method_text(summary)
+    assert "rgb real+gen:ddpm, thermal real+gen:cyclegan, thermal real+gen:ddpm>cyclegan" in method
+    assert "rgb real+noise, thermal real+classic, thermal real-x2, thermal real+real" in method
 
 
-def test_verdicts_follow_from_the_holm_p_and_the_interval(built):
-    """improvement / harm need the whole interval on one side of 0 and p_holm < 0.05; one seed: no verdict.
-    real+real is the case Holm decides: raw p below 0.05, interval excluding 0, Holm p not below 0.05."""
+def expected_verdict(e: dict, real: dict) -> str:
+    """The rules written out: no verdict for too few seeds, a side below the floor or compare's own
+    reason; else improvement / harm need the whole interval on one side of 0 and p_holm < 0.05."""
+    if (min(e["n_seeds"], real["n_seeds"]) < 3 or not (e["beats_mean_predictor"] and real["beats_mean_predictor"])
+            or e["p_value"] is None):
+        return "no verdict"
+    low, high = e["ci95"]
+    if e["p_holm"] < 0.05 and high < 0:
+        return "improvement"
+    if e["p_holm"] < 0.05 and low > 0:
+        return "harm"
+    return "no detectable difference"
+
+
+def test_verdicts_follow_from_the_holm_p_the_interval_and_the_no_verdict_rules(built):
     _, summary = built
-    for modality, block in summary["modalities"].items():
-        for condition, e in block["conditions"].items():
-            if condition == "real":
-                continue
-            low, high = e["ci95"]
-            if not e["ci_covers_seed_variation"]:
-                expected = "no verdict: one seed"
-            elif e["p_holm"] < 0.05 and high < 0:
-                expected = "improvement"
-            elif e["p_holm"] < 0.05 and low > 0:
-                expected = "harm"
-            else:
-                expected = "no detectable difference"
-            assert e["verdict"] == expected, (modality, condition)
-    words = {(m, c): e["verdict"] for m, block in summary["modalities"].items()
-             for c, e in block["conditions"].items() if c != "real"}
-    assert words == {("rgb", "real+noise"): "harm", ("rgb", "real+gen:ddpm"): "no verdict: one seed",
-                     ("thermal", "real+classic"): "improvement", ("thermal", "real-x2"): "harm",
+    for (modality, condition), e in comparisons(summary).items():
+        assert e["verdict"] == expected_verdict(e, summary["modalities"][modality]["conditions"]["real"]), condition
+        assert (e["no_verdict_reason"] is None) == (e["verdict"] != "no verdict")
+    words = {key: e["verdict"] for key, e in comparisons(summary).items()}
+    assert words == {("rgb", "real+gen:ddpm"): "improvement", ("rgb", "real+noise"): "harm",
+                     ("thermal", "real+gen:cyclegan"): "improvement",
+                     ("thermal", "real+gen:ddpm>cyclegan"): "no verdict",
+                     ("thermal", "real+classic"): "improvement", ("thermal", "real-x2"): "no verdict",
                      ("thermal", "real+real"): "no detectable difference"}
-    moderate = summary["modalities"]["thermal"]["conditions"]["real+real"]
-    assert moderate["p_value"] < 0.05 <= moderate["p_holm"] and moderate["ci95"][1] < 0
+    thermal = summary["modalities"]["thermal"]["conditions"]
+    assert "fewer than 3 seeds (real+gen:ddpm>cyclegan has 1)" in thermal["real+gen:ddpm>cyclegan"]["no_verdict_reason"]
+    assert thermal["real-x2"]["no_verdict_reason"] == "real-x2 did not beat the floor (training-set mean)"
+    lines = report.verdicts(summary)
+    x2 = next(line for line in lines if line.startswith("thermal, real-x2:"))
+    # the figures are still shown beside the reason
+    assert x2.startswith("thermal, real-x2: no verdict (real-x2 did not beat the floor") and "+" in x2 and "[" in x2
+
+
+def test_no_detectable_difference_states_the_sensitivity(tmp_path):
+    """summary.json gets each modality's sensitivity, and every "no detectable difference" says what the
+    study could have detected."""
+    errors = design()
+    errors["rgb"]["real+gen:ddpm"] = errors["rgb"]["real"][[1, 2, 0]] * 1.001  # no effect to speak of
+    fake_run(tmp_path, errors, NIGHT, config="[study]\ntarget_effect = 0.1\n")
+    run = report.RunData(tmp_path)
+    summary = report.summarize(report.collect(run)[0], run)
+    rgb = summary["modalities"]["rgb"]
+    assert rgb["conditions"]["real+gen:ddpm"]["verdict"] == "no detectable difference"
+    sensitivity = rgb["sensitivity"]
+    assert 0 < sensitivity["mde_rel"] < 1 and sensitivity["target_effect"] == 0.1
+    assert sensitivity["m_comparisons"] == 2  # the primary family
+    line = next(line for line in report.verdicts(summary) if line.startswith("rgb, real+gen:ddpm:"))
+    assert f"this study could have detected ±{sensitivity['mde_rel']:.1%}" in line
+    assert any(line.startswith("rgb: with 3 seeds") for line in report.sensitivity_lines(summary))
+
+
+def diverged_log():
+    return [{"step": 10 * (i + 1), "loss": v} for i, v in
+            enumerate([0.95, 0.7, 0.5, 0.4, 0.36, 0.38, 0.41, 0.43, 0.44, 0.45, 0.45, 0.45])]
+
+
+@pytest.mark.parametrize("on_unhealthy", ["flag", "stop"])
+def test_a_flagged_run_is_named_and_on_unhealthy_decides_the_verdicts(tmp_path, on_unhealthy):
+    errors = design()
+    fake_run(tmp_path, errors, NIGHT, logs={"thermal-real-seed2": diverged_log()},
+             config=f'[study]\non_unhealthy = "{on_unhealthy}"\n')
+    run = report.RunData(tmp_path)
+    summary = report.summarize(report.collect(run)[0], run)
+    x2 = [f"thermal-real-x2-seed{s}" for s in SEEDS]  # planted above the floor
+    assert sorted((f["stage"], f["run"], f["kind"]) for f in summary["health"]) == sorted(
+        [("mae", "thermal-real-seed2", "diverged"), ("mae", "thermal-real-seed2", "stalled"),
+         *(("eval", run, "near floor") for run in x2)])
+    for (modality, condition), e in comparisons(summary).items():
+        # every thermal comparison rests on thermal real's seeds; no rgb one does
+        expected = (["thermal-real-seed2"] + (x2 if condition == "real-x2" else [])) if modality == "thermal" else []
+        assert e["flagged_runs"] == sorted(expected), condition
+        if on_unhealthy == "stop":
+            assert e["verdict"] == "no verdict" and "on_unhealthy = 'stop'" in e["no_verdict_reason"]
+        else:
+            assert e["verdict"] == expected_verdict(e, summary["modalities"][modality]["conditions"]["real"])
+    assert summary["modalities"]["rgb"]["conditions"]["real+noise"]["verdict"] == (
+        "no verdict" if on_unhealthy == "stop" else "harm")
 
 
 def test_comparisons_are_condition_against_real_on_the_stored_errors(built):
@@ -204,8 +281,12 @@ def test_by_time_splits_the_comparison_on_the_right_images(built):
                 assert part["n_images"] == int(columns.sum())
                 assert part["rel_change_vs_real"] == pytest.approx(
                     mse[:, columns].mean() / real[:, columns].mean() - 1, rel=1e-9)
-                same = compare(mse[:, columns], real[:, columns])  # the same bootstrap on the subset
-                assert part["ci95"] == pytest.approx(same["ci95"]) and part["p_value"] == pytest.approx(same["p_value"])
+                same = compare(mse[:, columns], real[:, columns])  # the same computation on the subset
+                assert part["rel_change_vs_real"] == pytest.approx(same["rel_change_vs_real"])
+                if same["p_value"] is None:  # one seed
+                    assert part["p_value"] is None
+                else:
+                    assert part["ci95"] == pytest.approx(same["ci95"]) and part["p_value"] == pytest.approx(same["p_value"])
     classic = summary["modalities"]["thermal"]["conditions"]["real+classic"]["by_time"]
     assert classic["day"]["rel_change_vs_real"] == pytest.approx(-0.2, abs=0.03)
     assert classic["night"]["rel_change_vs_real"] == pytest.approx(-0.5, abs=0.03)
@@ -250,3 +331,34 @@ def test_the_mean_predictor_floor(built):
     assert len(warnings) == 1 and warnings[0].startswith("WARNING thermal: real-x2 did not beat the floor")
     rows = {(r[0], r[1]): r[-1] for r in report.results_rows(summary)[1]}
     assert rows[("thermal", "real-x2")] == "NO" and rows[("thermal", "real")] == "yes"
+
+
+def test_a_degenerate_comparison_gives_no_verdict_and_still_renders(tmp_path):
+    """A seed whose every error is 0 (or identical seeds) leaves compare without a variance: no p, no
+    interval, "no verdict" with compare's reason, out of the Holm family; the verdict lines, the table
+    and the effects chart still render."""
+    errors = design()
+    errors["thermal"]["real+real"][1] = 0.0
+    errors["rgb"]["real+noise"] = np.repeat(errors["rgb"]["real+noise"][:1], 3, axis=0)  # three copies of one run
+    fake_run(tmp_path, errors, NIGHT)
+    run = report.RunData(tmp_path)
+    summary = report.summarize(report.collect(run)[0], run)
+    for modality, condition in (("thermal", "real+real"), ("rgb", "real+noise")):
+        e = summary["modalities"][modality]["conditions"][condition]
+        assert e["p_value"] is None and e["p_holm"] is None and e["verdict"] == "no verdict", condition
+        assert e["no_verdict_reason"], condition
+    assert summary["modalities"]["thermal"]["conditions"]["real+real"]["ci95"] is None
+    assert summary["modalities"]["rgb"]["conditions"]["real+gen:ddpm"]["family_size"] == 2
+    lines = report.verdicts(summary)
+    assert any(line.startswith("thermal, real+real: no verdict (") for line in lines)
+    report.results_rows(summary)
+    (tmp_path / "figures").mkdir()
+    assert report.figure_effects(summary, tmp_path / "figures")
+
+
+@pytest.mark.parametrize("condition, family", [
+    ("real+gen:ddpm", "primary"), ("real+gen:ddpm>cyclegan", "primary"), ("real+gen:ddpm@2", "secondary"),
+    ("real+classic", "secondary"), ("real-aa", "secondary"), ("real+real@0.5", "secondary")])
+def test_the_primary_family_is_the_generators_at_their_configured_count(condition, family):
+    """The study's questions are its generators at study.n_synthetic; sweep points shape the answer."""
+    assert report.family(condition) == family

@@ -86,7 +86,8 @@ def test_paper_statistic_and_effects_are_reported_apart_from_the_verdict(study):
     summary = json.loads((study / "summary.json").read_text())
     for modality, generator in (("rgb", "ddpm"), ("thermal", "cyclegan")):
         gen = summary["modalities"][modality]["conditions"][f"real+gen:{generator}"]
-        assert gen["verdict"] in ("improvement", "harm", "no detectable difference")
+        # two seeds give an interval and a p, but too unstable a one to decide on
+        assert gen["verdict"] == "no verdict" and gen["no_verdict_reason"].startswith("fewer than 3 seeds")
         assert gen["p_holm"] >= gen["p_value"]  # Holm never lowers a p-value
         paper = summary["paper_statistic"][modality]["real"]
         assert paper["n_runs"] == 2 and paper["epochs_dropped"] == 1 and paper["mean"] > 0

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from genaug import faults
+from genaug.analysis import health
 from genaug.analysis.stats import compare, holm, seed_summary, verdict
 from genaug.errors import UserError
 from genaug.study.store import MANIFEST, PLAN_FILE, PROVENANCE_FILE, load_plan, write_json_atomic, write_text_atomic
@@ -125,14 +126,11 @@ def summarize(data: dict, run: RunData) -> dict:
             "n_test_images": int(len(block["ids"])),
             "conditions": conditions,
         }
-    # Holm across every comparison of the study (all modalities), on the seed-aware p; then the verdict.
-    entries = {(m, c): e for m, block in summary["modalities"].items() for c, e in block["conditions"].items()
-               if "p_value" in e}
-    adjusted = holm({key: e["p_value"] for key, e in entries.items()})
-    for key, e in entries.items():
-        e["p_holm"] = adjusted[key]
-        e["verdict"] = (verdict(e["rel_change_vs_real"], e["ci95"], e["p_holm"]) if e["ci_covers_seed_variation"]
-                        else "no verdict: one seed")
+    settings = study_settings(run)
+    summary["health"] = health.study_flags(run.root, run.steps)
+    decide(summary, flagged_by_condition(summary["health"], run.steps), settings["on_unhealthy"])
+    for modality, block in summary["modalities"].items():
+        block["sensitivity"] = modality_sensitivity(data[modality], summary, settings["target_effect"])
     for step in run.generators():
         manifest = json.loads((run.path(step) / MANIFEST).read_text())
         quality = {"fidelity": manifest["fidelity"], "fidelity_real_train": manifest["fidelity_real_train"]}
@@ -146,6 +144,85 @@ def summarize(data: dict, run: RunData) -> dict:
             "quality": quality, **facts,
         }
     return summary
+
+
+def study_settings(run: RunData) -> dict:
+    """The study settings the verdicts follow, from the run's config.toml (defaults for older runs)."""
+    import tomllib
+
+    study = tomllib.loads(run.config_text).get("study", {})
+    return {"on_unhealthy": study.get("on_unhealthy", "flag"), "target_effect": study.get("target_effect", 0.05)}
+
+
+def family(condition: str) -> str:
+    """primary: the study's questions, each `real+gen:<generator>` against real; secondary: the controls
+    and the ratio-sweep points, which check the method and shape the answer but are not the question."""
+    return "primary" if condition.startswith("real+gen:") and "@" not in condition else "secondary"
+
+
+def flagged_by_condition(flags: list[dict], steps: list[dict]) -> dict[tuple[str, str], list[str]]:
+    """(modality, condition) -> the flagged runs its comparison rests on: its own seeds', and for a
+    `real+gen` condition the generators its images came from (a chain's parts too)."""
+    params = {s["name"]: s["params"] for s in steps}
+    out: dict[tuple[str, str], list[str]] = {}
+    for f in flags:
+        p = params.get(f["run"], {})
+        if "condition" in p:
+            out.setdefault((p["modality"], p["condition"]), []).append(f["run"])
+        else:  # a generator: every condition whose synthetic images it made
+            for s in steps:
+                c = s["params"].get("condition", "")
+                if s["stage"] == "mae" and c.startswith("real+gen:") and f["run"] in c.split(":")[1].split("@")[0].split(">"):
+                    out.setdefault((s["params"]["modality"], c), []).append(f["run"])
+    return {k: sorted(set(v)) for k, v in out.items()}
+
+
+MIN_SEEDS = 3  # fewer give an interval too unstable to decide on (and no seed variance at 1)
+
+
+def decide(summary: dict, flagged: dict[tuple[str, str], list[str]], on_unhealthy: str) -> None:
+    """Holm within each family (primary, secondary) of comparisons that have a p-value, then each
+    comparison's verdict, or "no verdict" with the reason when the evidence cannot carry one: a condition
+    (or real) that does not beat the floor, fewer than MIN_SEEDS seeds on a side, a degenerate input
+    (`compare`'s own reason), or a flagged run when `study.on_unhealthy = "stop"`."""
+    entries = {(m, c): e for m, block in summary["modalities"].items() for c, e in block["conditions"].items()
+               if "p_value" in e}
+    any_flag = bool(summary.get("health"))
+    for name in ("primary", "secondary"):
+        members = {k: e for k, e in entries.items() if family(k[1]) == name}
+        adjusted = holm({k: e["p_value"] for k, e in members.items()})
+        size = sum(p is not None for p in adjusted.values())
+        for key, e in members.items():
+            e.update(family=name, family_size=size, p_holm=adjusted[key])
+    for (modality, condition), e in entries.items():
+        block = summary["modalities"][modality]
+        real = block["conditions"]["real"]
+        reasons = [e["no_verdict_reason"]] if e.get("no_verdict_reason") else []
+        few = [f"{name} has {n}" for name, n in ((condition, e["n_seeds"]), ("real", real["n_seeds"])) if n < MIN_SEEDS]
+        if few:
+            reasons.append(f"fewer than {MIN_SEEDS} seeds ({', '.join(few)})")
+        below = [name for name, c in ((condition, e), ("real", real)) if not c["beats_mean_predictor"]]
+        if below:
+            reasons.append(f"{' and '.join(below)} did not beat the floor ({block['floor']})")
+        e["flagged_runs"] = sorted(set(flagged.get((modality, condition), []) + flagged.get((modality, "real"), [])))
+        if any_flag and on_unhealthy == "stop":
+            reasons.append(f"{len(summary['health'])} run health flag(s) and study.on_unhealthy = 'stop'")
+        e["no_verdict_reason"] = "; ".join(reasons) or None
+        e["verdict"] = "no verdict" if reasons else verdict(e["rel_change_vs_real"], e["ci95"], e["p_holm"])
+
+
+def modality_sensitivity(block: dict, summary: dict, target: float) -> dict | None:
+    """How small a change this modality's study could detect (80 % power, alpha 0.05 Holm-adjusted over
+    the primary family, or the secondary one when the study has no primary question)."""
+    from genaug.analysis.stats import sensitivity
+
+    runs = {c: r["mse"] for c, r in block["conditions"].items()}
+    if "real" not in runs:
+        return None
+    sizes = {e.get("family"): e.get("family_size", 0) for b in summary["modalities"].values()
+             for e in b["conditions"].values() if e.get("family")}
+    m = sizes.get("primary") or sizes.get("secondary") or 1
+    return sensitivity(runs, m, target=target)
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -227,7 +304,8 @@ def figure_effects(summary: dict, out: Path) -> list[tuple[Path, str]]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    blocks = {m: {c: e for c, e in b["conditions"].items() if "ci95" in e} for m, b in summary["modalities"].items()}
+    blocks = {m: {c: e for c, e in b["conditions"].items() if e.get("ci95") is not None}
+              for m, b in summary["modalities"].items()}
     blocks = {m: b for m, b in blocks.items() if b}
     if not blocks:
         return []
@@ -248,7 +326,8 @@ def figure_effects(summary: dict, out: Path) -> list[tuple[Path, str]]:
     save_figure(fig, out / "effects.png")
     plt.close(fig)
     return [(out / "effects.png", "Relative change in held-out masked MSE against real, with 95 % intervals "
-             "(hierarchical paired bootstrap); green: improvement, red: harm, grey: no detectable difference")]
+             "(one t on the log ratio, seeds and test images); green: improvement, red: harm, grey: no detectable "
+             "difference or no verdict")]
 
 
 def figure_sweep(summary: dict, out: Path) -> list[tuple[Path, str]]:
@@ -268,7 +347,7 @@ def figure_sweep(summary: dict, out: Path) -> list[tuple[Path, str]]:
         lines: dict[str, list[tuple[float, float, list | None]]] = {}
         for condition, c in block["conditions"].items():
             base = condition.split("@")[0]
-            if c.get("n_extra") and "rel_change_vs_real" in c:
+            if c.get("n_extra") and c.get("rel_change_vs_real") is not None:
                 lines.setdefault(base, []).append((c["n_extra"] / n_train, c["rel_change_vs_real"], c.get("ci95")))
         for i, (base, points) in enumerate(sorted(lines.items())):
             points = sorted([(0.0, 0.0, None), *points])
@@ -365,31 +444,100 @@ def results_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def verdicts(summary: dict) -> list[str]:
+    """One line per comparison with real: the verdict with its interval, or "no verdict" with the reason
+    (the figures still shown); each "no detectable difference" with what the study could have detected."""
     words = {"improvement": "lowers the held-out error (an improvement)",
              "harm": "raises the held-out error (harm)",
              "no detectable difference": "no detectable difference in the held-out error"}
     lines = []
     for modality, block in summary["modalities"].items():
+        mde = (block.get("sensitivity") or {}).get("mde_rel")
         for condition, c in block["conditions"].items():
-            if condition == "real":
+            if condition == "real" or "p_value" not in c:
                 continue
             shape = f"{c['n_seeds']} seeds × {block['n_test_images']} test images"
-            low, high = c["ci95"]
-            if not c["ci_covers_seed_variation"]:
-                lines.append(f"{modality}, {condition}: {c['rel_change_vs_real']:+.1%} vs real, but with one "
-                             f"seed the interval [{low:+.1%}, {high:+.1%}] ignores seed-to-seed variation "
-                             f"({shape}); run at least 3 seeds for a verdict.")
-                continue
-            lines.append(f"{modality}, {condition}: {words[c['verdict']]}: {c['rel_change_vs_real']:+.1%} "
-                         f"[{low:+.1%}, {high:+.1%}], p = {c['p_value']:.3g} (Holm {c['p_holm']:.3g}), {shape}.")
+            ci = "" if c["ci95"] is None else f" [{c['ci95'][0]:+.1%}, {c['ci95'][1]:+.1%}]"
+            p = "" if c["p_value"] is None else f", p = {c['p_value']:.3g} (Holm {c['p_holm']:.3g} of {c['family_size']})"
+            rel = "—" if c["rel_change_vs_real"] is None else f"{c['rel_change_vs_real']:+.1%}"
+            figures = f"{rel}{ci}{p}, {shape}"
+            if c["verdict"] == "no verdict":
+                line = f"{modality}, {condition}: no verdict ({c['no_verdict_reason']}): {figures}."
+            else:
+                line = f"{modality}, {condition}: {words[c['verdict']]}: {figures}"
+                if c["verdict"] == "no detectable difference" and mde is not None:
+                    line += f"; this study could have detected ±{mde:.1%}"
+                line += "."
+            if c["family"] == "secondary":
+                line += " (Secondary: a control or sweep point, corrected within its own family.)"
+            if c.get("flagged_runs"):
+                line += f" Rests on flagged runs: {', '.join(c['flagged_runs'])} (see Run health)."
+            lines.append(line)
         failed = [k for k, c in block["conditions"].items() if not c["beats_mean_predictor"]]
         if failed:
             lines.append(f"WARNING {modality}: {', '.join(failed)} did not beat the floor ({block['floor']}); "
                          "the MAEs have not learned enough for a comparison (train longer).")
-    if any(c["n_seeds"] < 3 for block in summary["modalities"].values() for c in block["conditions"].values()):
-        lines.append("With fewer than 3 seeds per condition the intervals are very wide or ignore seed "
-                     "variation: treat this as a smoke test, not a finding.")
     return lines
+
+
+def sensitivity_lines(summary: dict) -> list[str]:
+    lines = []
+    for modality, block in summary["modalities"].items():
+        s = block.get("sensitivity")
+        if not s or s.get("mde_rel") is None:
+            continue
+        more = (f"{s['seeds_for_target']} seeds per condition would detect ±{s['target_effect']:.0%}"
+                if s.get("seeds_for_target") is not None else
+                f"no number of seeds detects ±{s['target_effect']:.0%} with these {block['n_test_images']} test "
+                "images: add test images")
+        lines.append(f"{modality}: with {s['n_seeds']} seeds per condition this study detects a change of "
+                     f"±{s['mde_rel']:.1%} in the held-out error with 80 % power at alpha {s['alpha_adjusted']:.3g} "
+                     f"(0.05 Holm-adjusted, strictest step); {more}.")
+    return lines
+
+
+def health_blocks(summary: dict, run: RunData, out: Path) -> list[tuple]:
+    """The "Run health" section: the rules, every flag, and each flagged run's loss beside its siblings'."""
+    flags = summary["health"]
+    rules = ("ul", health.RULES)
+    if not flags:
+        return [("h2", "Run health"), ("p", "No run was flagged by the rules below."), rules]
+    rows = [[f["stage"], f["run"], f["kind"], f["evidence"]] for f in flags]
+    return [("h2", "Run health"),
+            ("p", f"{len(flags)} flag(s). A flagged run is kept in every number of this report; the verdicts "
+                  "name the comparisons that rest on it, and study.on_unhealthy = 'stop' withholds them."),
+            ("table", ["stage", "run", "kind", "evidence"], rows), rules,
+            *(("img", path, caption) for path, caption in figure_health(flags, run, out))]
+
+
+def figure_health(flags: list[dict], run: RunData, out: Path) -> list[tuple[Path, str]]:
+    """One panel per flagged run: its watched training loss (red) over its sibling seeds' (grey)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_name = {s["name"]: s for s in run.steps if s["stage"] != "eval"}
+    runs = list(dict.fromkeys(f["run"] for f in flags if f["run"] in by_name))
+    if not runs:
+        return []
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], runs):
+        step = by_name[name]
+        stage, p = step["stage"], step["params"]
+        siblings = [s for s in run.steps if s["stage"] == stage and s["name"] != name
+                    and s["params"].get("modality") == p.get("modality")
+                    and s["params"].get("condition") == p.get("condition")]
+        for s in siblings:
+            rows = health.read_log(run.path(s) / "log.jsonl")
+            ax.plot([r["step"] for r in rows], health.curve(stage, rows), color="grey", lw=0.8, alpha=0.7)
+        rows = health.read_log(run.path(step) / "log.jsonl")
+        ax.plot([r["step"] for r in rows], health.curve(stage, rows), color="tab:red", lw=1.6, label=name)
+        ax.set(title=f"{stage} {name}"[:60], xlabel="optimiser step", ylabel=health.WATCHED[stage], yscale="log")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = save_figure(fig, out / "run_health.png")
+    plt.close(fig)
+    return [(path, "Each flagged run's training loss (red) beside the other seeds of its condition (grey)")]
 
 
 def provenance_blocks(run: RunData) -> list[tuple]:
@@ -445,12 +593,13 @@ def time_of_day_blocks(summary: dict) -> list[tuple]:
         for condition, c in block["conditions"].items():
             if "by_time" in c:
                 rows.append([modality, condition, *(
-                    f"{t['rel_change_vs_real']:+.1%} [{t['ci95'][0]:+.1%}, {t['ci95'][1]:+.1%}] (n {t['n_images']})"
+                    ("—" if t["ci95"] is None else
+                     f"{t['rel_change_vs_real']:+.1%} [{t['ci95'][0]:+.1%}, {t['ci95'][1]:+.1%}]") + f" (n {t['n_images']})"
                     for t in (c["by_time"]["day"], c["by_time"]["night"]))])
     if not rows:
         return []
     return [("h2", "Day and night"),
-            ("p", "The comparison with real on the day and on the night test images separately (same bootstrap). "
+            ("p", "The comparison with real on the day and on the night test images separately (same test). "
                   "Descriptive: these subsets are not in the Holm family and carry no verdict of their own."),
             ("table", ["modality", "condition", "day: vs real [95% CI]", "night: vs real [95% CI]"], rows)]
 
@@ -549,7 +698,30 @@ BUDGET_TEXT = {
 }
 
 
-def sections(summary: dict, figures: dict[str, list[tuple[Path, str]]], run: RunData, timing: list[tuple]) -> list[tuple]:
+def method_text(summary: dict) -> str:
+    """How the intervals and verdicts were computed, naming exactly which comparisons share a Holm family."""
+    members: dict[str, list[str]] = {"primary": [], "secondary": []}
+    methods = []
+    for modality, block in summary["modalities"].items():
+        for condition, c in block["conditions"].items():
+            if "family" in c:
+                members[c["family"]].append(f"{modality} {condition}")
+                methods.append(c["ci_method"])
+    if not methods:
+        return "No condition is compared with real in this study."
+    listed = {k: ", ".join(v) if v else "none" for k, v in members.items()}
+    return (f"Each relative change vs real has a 95 % interval and a p-value from one computation: "
+            f"{max(set(methods), key=methods.count)}. Holm correction runs within two families: the primary "
+            f"questions, each real+gen:<generator> against real ({listed['primary']}), and, separately, the "
+            f"secondary analyses, the controls and ratio-sweep points ({listed['secondary']}); day/night "
+            "splits are descriptive. A verdict of improvement or harm needs the whole interval on one side "
+            f"of zero and a Holm p below 0.05, at least {MIN_SEEDS} seeds on both sides, both beating the floor, "
+            "and, with study.on_unhealthy = 'stop', no flagged run. The Wilcoxon test over test images ignores "
+            "seed-to-seed variation and is shown for reference only.")
+
+
+def sections(summary: dict, figures: dict[str, list[tuple[Path, str]]], run: RunData, timing: list[tuple],
+             run_health: list[tuple]) -> list[tuple]:
     header, rows = results_rows(summary)
     return [
         ("h1", "genaug study report"),
@@ -557,15 +729,12 @@ def sections(summary: dict, figures: dict[str, list[tuple[Path, str]]], run: Run
               "image (derived from the image id and the evaluation seed). Errors are the mean squared "
               "error over masked pixels in [0, 1] pixel space; PSNR is the same error in decibels over "
               "the full reconstruction (visible pixels as given, masked ones predicted). "
-              + BUDGET_TEXT[summary["budget"]] + " The 95 % interval of each relative change comes from "
-              "a hierarchical paired bootstrap (test images resampled alike for both conditions, training "
-              "seeds resampled within each, small-seed corrected, on the log scale of the ratio); its "
-              "p-value is Holm-corrected across "
-              "every comparison in the study. A verdict of improvement or harm needs the whole interval "
-              "on one side of zero and a Holm p below 0.05. The Wilcoxon test over test images ignores "
-              "seed-to-seed variation and is shown for reference only."),
+              + BUDGET_TEXT[summary["budget"]] + " " + method_text(summary)),
         ("h2", "Verdict"),
         ("ul", verdicts(summary)),
+        ("h2", "Sensitivity"),
+        ("ul", sensitivity_lines(summary) or ["Not computed: no modality has a real condition with seeds."]),
+        *run_health,
         ("h2", "Data"),
         ("ul", data_lines(summary["data"])),
         ("h2", "Results"),
@@ -645,7 +814,8 @@ def build_report(run_dir: Path) -> dict:
         "Reconstructions": figure_reconstructions(run, data, figures_dir),
         "Training": figure_losses(run, figures_dir),
     }
-    blocks = sections(summary, figures, run, timeline_blocks(run, figures_dir))
+    blocks = sections(summary, figures, run, timeline_blocks(run, figures_dir),
+                      health_blocks(summary, run, figures_dir))
     write_results_csv(run.root / "results.csv", rows)
     write_json_atomic(run.root / "summary.json", summary)
     faults.point("report")

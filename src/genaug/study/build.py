@@ -14,13 +14,14 @@ from contextlib import contextmanager
 import torch
 from rich.progress import Progress
 
+from genaug.analysis import health
 from genaug.config import Config
 from genaug.distributed import world_size
 from genaug.engine import Trainer, clear_stop, request_stop, stop_requested
 from genaug.study.plan import Step
-from genaug.study.resources import check_disk, disk_need, out_of_memory
+from genaug.study.resources import check_disk, check_memory, disk_need, memory_need, out_of_memory
 from genaug.study.stages import Context
-from genaug.study.store import Store
+from genaug.study.store import Store, load_current_plan
 
 
 def images_written(cfg: Config, step: Step) -> int:
@@ -56,6 +57,7 @@ def build_step(step: Step, cfg: Config, store: Store, progress: Progress, task) 
     """Fill the step's folder through the store's atomic protocol, once its disk need fits; -> its manifest."""
     label = f"{step.stage} {step.name}"
     check_disk(store.root, label, disk_need(cfg, step.stage, step.params, images_written(cfg, step)))
+    check_memory(label, memory_need(cfg, step.stage, step.params), step.stage, cfg)
     progress.start_task(task)
     inputs = {role: store.root / dep.folder for role, dep in step.inputs.items()}
 
@@ -86,6 +88,12 @@ def build_step(step: Step, cfg: Config, store: Store, progress: Progress, task) 
             ))
         except torch.OutOfMemoryError:
             raise out_of_memory(cfg, label, step.stage) from None
+        flags = health.step_flags(store.root, load_current_plan(store.root), step.stage, step.name, step.params,
+                                  health.read_log(tmp / "log.jsonl"), manifest.get("masked_mse"))
+        if flags:  # against the sibling seeds complete so far; the report rechecks with all of them
+            manifest["health"] = flags
+        for found in flags:
+            progress.console.print(f"[yellow]HEALTH[/] {label}: {found['kind']}: {found['evidence']}")
         # how the time went: the compile decision, the first step (compiling included) and the rest
         manifest["timing"] = {made.log_path.name: made.timing for made in trainers}
         notes = [note for made in trainers for note in made.notes]

@@ -65,40 +65,51 @@ def plan_table(plan: list[Step], store: Store | None) -> Table:
     return table
 
 
-def run_study(cfg: Config, run_dir: Path, console: Console | None = None, launcher: str = "inprocess",
-              max_parallel: int = 1) -> Path:
+def run_study(cfg: Config, run_dir: Path, console: Console | None = None, launcher: str = "auto",
+              max_parallel: int | None = None) -> Path:
     """Build every missing stage output of `cfg` under `run_dir`, then the report. -> run_dir.
 
     `launcher`: "inprocess" builds the steps here, one after another; "local" and "slurm" submit each
     step as a submitit job once its inputs are complete, at most `max_parallel` at a time
-    (`study/launch.py`). Holds the run directory's lock throughout. Ctrl-C stops after the current
-    training step with a checkpoint saved (a second Ctrl-C stops at once); the same command resumes.
-    Under several processes (`accelerate launch`, `torchrun`) every process trains and only the main
-    one writes the run directory's files.
+    (`study/launch.py`); "auto" picks local jobs on CUDA in one process, in-process otherwise
+    (`launch.choose_launcher`, which also fills in `max_parallel` when None), and says so in one line.
+    Every process of the run compiles into one inductor cache in the run directory
+    (`launch.shared_compile_cache`). Holds the run directory's lock throughout. Ctrl-C stops after the
+    current training step with a checkpoint saved (a second Ctrl-C stops at once); the same command
+    resumes. Under several processes (`accelerate launch`, `torchrun`) every process trains and only the
+    main one writes the run directory's files.
     """
+    from genaug.study.launch import choose_launcher, shared_compile_cache
+
     console = console or Console(quiet=not is_main())  # one process speaks for all
     started = time.time()
     plan = make_plan(cfg)  # first: a plan that cannot run (a missing pretrained model) leaves no run directory
     check_global_batches(cfg, plan)
+    choice = choose_launcher(cfg, launcher, max_parallel)
     store = Store(run_dir)
-    with store.locked() as note, stop_on_ctrl_c():
+    with store.locked() as note, stop_on_ctrl_c(), shared_compile_cache(store.root):
         if note:
             console.print(note)
         set_threads(cfg.runtime)
+        console.print(choice.why)
         console.print(plan_table(plan, store))
         if is_main():
             write_json_atomic(store.root / CURRENT_PLAN_FILE, {"steps": [step.describe() for step in plan],
-                                                               "launcher": launcher, "started": time.time()})
-        if launcher == "inprocess":
+                                                               "launcher": choice.launcher,
+                                                               "max_parallel": choice.max_parallel,
+                                                               "launcher_why": choice.why,
+                                                               "started": time.time()})
+        if choice.launcher == "inprocess":
             todo = build_in_process(plan, cfg, store, console)
         else:
             from genaug.study.launch import build_with_jobs
 
-            todo = build_with_jobs(plan, cfg, store, console, launcher, max_parallel)
+            todo = build_with_jobs(plan, cfg, store, console, choice.launcher, choice.max_parallel, choice.gpus)
         if not is_main():
             return store.root
         summary = finish(cfg, plan, store)
     console.print(results_table(summary))
+    console.print(verdict_text(summary), markup=False, highlight=False)
     console.print(f"{len(todo)} of {len(plan)} steps run in {time.time() - started:.0f} s; "
                   f"report: {store.root / 'report.html'}")
     return store.root
@@ -149,6 +160,15 @@ def finish(cfg: Config, plan: list[Step], store: Store) -> dict:
     from genaug.analysis.report import build_report
 
     return build_report(store.root)
+
+
+def verdict_text(summary: dict) -> str:
+    """The verdicts, the sensitivity and every run health flag, as the report's top says them."""
+    from genaug.analysis.report import sensitivity_lines, verdicts
+
+    lines = [*verdicts(summary), *sensitivity_lines(summary)]
+    lines += [f"HEALTH {f['stage']} {f['run']}: {f['kind']}: {f['evidence']}" for f in summary["health"]]
+    return "\n".join(lines)
 
 
 def results_table(summary: dict) -> Table:

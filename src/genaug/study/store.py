@@ -186,6 +186,12 @@ def load_plan(run_dir: Path) -> list[dict]:
     return json.loads((Path(run_dir) / PLAN_FILE).read_text())["steps"]
 
 
+def load_current_plan(run_dir: Path) -> list[dict]:
+    """The steps of the run in progress (or the last one), as `Step.describe` wrote them; [] if none."""
+    path = Path(run_dir) / CURRENT_PLAN_FILE
+    return json.loads(path.read_text())["steps"] if path.is_file() else []
+
+
 def _read_lock(path: Path) -> tuple[int, str] | None:
     try:
         pid, host = path.read_text().split(maxsplit=1)
