@@ -192,4 +192,4 @@ def test_controls_preset_runs_the_known_answer_conditions():
     cfg = load_config(REPO / "configs" / "controls.toml")
     assert cfg.study.conditions == ["real", "real+real", "real+noise", "real-aa"] and len(cfg.study.seeds) == 5
     stages = {s.stage for s in make_plan(cfg)}
-    assert stages == {"split", "mae", "eval"}  # no generator: the extra images are real frames or noise
+    assert stages == {"split", "mae", "eval", "probe"}  # no generator: the extra images are real frames or noise

@@ -201,8 +201,13 @@ def data_inspect(
     thermal: Optional[Path] = typer.Option(None, help="folder: the thermal image folder"),
     headers: str = typer.Option("sample", help="sample: read 200 image headers; all: every header; "
                                 "decode: decode every image (finds truncated files)"),
+    min_height: int = typer.Option(50, "--min-height", min=1, help="kaist: a frame shows a person when a 'person' "
+                                   "box is at least this tall (probe.kaist_min_height)"),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="folder: a CSV with columns image,label "
+                                          "(probe.labels) whose class balance to report"),
 ):
-    """What a data source holds: counts, splits, day/night, sizes, modes, missing partners, bad files."""
+    """What a data source holds: counts, splits, day/night, sizes, modes, missing partners, bad files, and the
+    probe's label balance (KAIST: from annotations/; folder: from --labels)."""
     from rich.console import Console
 
     from genaug.data import folder, kaist
@@ -212,9 +217,9 @@ def data_inspect(
     if source == "kaist":
         if root is None:
             raise UserError("genaug data inspect kaist ROOT: give the folder holding images/")
-        report = kaist.inspect(root, headers=headers)
+        report = kaist.inspect(root, headers=headers, min_height=min_height)
     elif source == "folder":
-        report = folder.inspect(rgb, thermal, headers=headers)
+        report = folder.inspect(rgb, thermal, headers=headers, labels=str(labels) if labels else None)
     else:
         raise UserError(f"data inspect {source!r}: the sources with files to inspect are kaist and folder")
     Console().print_json(data=report)

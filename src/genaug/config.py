@@ -364,6 +364,23 @@ class SlurmConfig(Strict):
     time_min: int = Field(240, ge=1, description="wall-clock limit of one job (one stage output)")
 
 
+class ProbeConfig(Strict):
+    """Linear and kNN probes of every MAE's frozen encoder on labels the data source provides: do the
+    synthetic images make the representation better, not only the reconstructions?"""
+
+    tasks: list[str] = Field(["default"], description="label tasks to probe: default = the source's own "
+                             "(scenes and KAIST: person present; folder: probe.labels' label column), or task "
+                             "names (scenes: person, cars, night); [] = no probe")
+    kaist_min_height: int = Field(50, ge=1, description="KAIST: a frame shows a person when it has a 'person' box "
+                                  "at least this many pixels tall (the benchmark's 'reasonable' setting)")
+    labels: str = Field("", description="folder source: a CSV with columns image,label (image = file stem); "
+                        "empty = no labels, no probe")
+    knn_k: int = Field(20, ge=1, description="neighbours of the kNN probe (cosine similarity)")
+    logistic_c: float = Field(1.0, gt=0, description="inverse L2 strength of the logistic-regression probe")
+    batch_size: int = Field(0, ge=0, description="images per forward pass for features (0 = 64 on the CPU, 512 "
+                            "on CUDA)")
+
+
 class Config(Strict):
     seed: Seed = Field(0, description="seeds the scenes' content, the split and generator training")
     data: DataConfig = DataConfig()
@@ -375,6 +392,7 @@ class Config(Strict):
     study: StudyConfig = StudyConfig()
     quality: QualityConfig = QualityConfig()
     eval: EvalConfig = EvalConfig()
+    probe: ProbeConfig = ProbeConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     slurm: SlurmConfig = SlurmConfig()
 

@@ -54,12 +54,46 @@ def test_a_learning_rate_far_too_high_is_flagged_everywhere(unstable):
     assert set(aa["flagged_runs"]) == runs
 
 
-def test_a_healthy_study_has_no_flag(tmp_path):
-    out = tmp_path / "run"
-    console = run(out, *HEALTHY)
+@pytest.fixture(scope="module")
+def healthy(tmp_path_factory):
+    out = tmp_path_factory.mktemp("healthy") / "run"
+    return out, run(out, *HEALTHY)
+
+
+def test_a_healthy_study_has_no_flag(healthy):
+    out, console = healthy
     summary = json.loads((out / "summary.json").read_text())
     assert summary["health"] == []
     assert "HEALTH" not in console
     assert "No run was flagged" in (out / "report.md").read_text()
     aa = summary["modalities"]["thermal"]["conditions"]["real-aa"]
     assert aa["flagged_runs"] == [] and aa["verdict"] != "no verdict", aa
+
+
+def test_every_mae_is_probed_beside_its_floor_and_reported(healthy):
+    """The probe is on by default on scenes (task: person present): each MAE's encoder and a random-init
+    one are probed, summary.json, results.csv and the report carry it, and the verdict follows the same
+    rules as the reconstruction's."""
+    import csv
+
+    out, console = healthy
+    summary = json.loads((out / "summary.json").read_text())
+    person = summary["modalities"]["thermal"]["probe"]["person"]
+    assert set(person["conditions"]) == {"real", "real-aa"} and set(person["floors"]) == {"random-init"}
+    for entry in person["conditions"].values():
+        assert entry["n_seeds"] == 3 and 0 <= entry["balanced_accuracy_mean"] <= 1
+        assert {"balanced_accuracy_std", "auroc_mean", "knn_balanced_accuracy_mean"} <= set(entry)
+    aa = person["conditions"]["real-aa"]
+    assert {"rel_change_vs_real", "ci95", "p_value", "p_holm", "verdict"} <= set(aa)
+    floor = person["random_init_balanced_accuracy"]
+    real = person["conditions"]["real"]
+    assert real["beats_random_init"] == (real["balanced_accuracy_mean"] > floor)
+    if not (real["beats_random_init"] and aa["beats_random_init"]):
+        assert aa["verdict"] == "no verdict" and "random-init floor" in aa["no_verdict_reason"]
+    with open(out / "results.csv", newline="") as f:
+        metrics = {(r["condition"], r["seed"], r["metric"]) for r in csv.DictReader(f)}
+    assert {("real", str(s), "probe_person_balanced_accuracy") for s in (0, 1, 2)} <= metrics
+    report = (out / "report.md").read_text()
+    assert "## Representations" in report and "floor: random-init encoder" in report
+    assert "figures/probe_vs_reconstruction.png" in report and "probe thermal person, real-aa:" in console
+    assert len(list(out.glob("probe/thermal-*-seed*/per_image.csv"))) == 6

@@ -20,15 +20,20 @@ VIDEOS = [("set00", "V000", 40), ("set03", "V000", 40), ("set06", "V000", 12)]  
 @pytest.fixture(scope="module")
 def kaist_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("kaist")
-    rgb, thermal, _ = scenes.render_frames(7, range(sum(n for *_, n in VIDEOS)), 80, 64)
+    rgb, thermal, tags = scenes.render_frames(7, range(sum(n for *_, n in VIDEOS)), 80, 64)
     k, lines = 0, {"set00": [], "set03": [], "set06": []}
     for set_name, video, n in VIDEOS:
         for folder in ("visible", "lwir"):
             (root / "images" / set_name / video / folder).mkdir(parents=True)
+        (root / "annotations" / set_name / video).mkdir(parents=True)
         for i in range(n):
             Image.fromarray(rgb[k]).save(root / "images" / set_name / video / "visible" / f"I{i:05d}.jpg")
             lwir = np.repeat(thermal[k][..., None], 3, axis=2)  # KAIST's LWIR JPEGs: 3 equal channels
             Image.fromarray(lwir).save(root / "images" / set_name / video / "lwir" / f"I{i:05d}.jpg")
+            # bbGt annotations (CRLF): one tall `person` box per pedestrian of the scene
+            boxes = ["person 10 10 20 60 0 0 0 0 0 0 0"] * tags[k]["n_people"]
+            (root / "annotations" / set_name / video / f"I{i:05d}.txt").write_bytes(
+                "".join(f"{line}\r\n" for line in ["% bbGt version=3", *boxes]).encode())
             lines[set_name].append(f"{set_name}/{video}/I{i:05d}")
             k += 1
     (root / "imageSets").mkdir()
@@ -130,6 +135,14 @@ def damage(root, how):
         with open(root / "imageSets" / "train-all-02.txt", "ab") as f:
             f.write(b"set00/V000/I99999\r\n")
         return "set00/V000/I99999"
+    if how == "missing annotation":
+        path = root / "annotations" / "set00" / "V000" / "I00007.txt"
+        path.unlink()
+        return str(path)
+    if how == "malformed annotation":
+        path = root / "annotations" / "set03" / "V000" / "I00002.txt"
+        path.write_bytes(b"% bbGt version=3\r\nperson 1 2 three 60 0 0 0 0 0 0 0\r\n")
+        return f"{path} line 2"
     if how == "missing root":
         import shutil
 
@@ -138,7 +151,8 @@ def damage(root, how):
     raise ValueError(how)
 
 
-@pytest.mark.parametrize("how", ["truncated", "zero-byte", "missing partner", "split line without frame", "missing root"])
+@pytest.mark.parametrize("how", ["truncated", "zero-byte", "missing partner", "split line without frame",
+                                 "missing annotation", "malformed annotation", "missing root"])
 def test_bad_kaist_data_is_one_line_before_any_training(kaist_root, tmp_path, how):
     """`genaug run` on damaged KAIST data ends with one line naming the damage (exit 2, no traceback) and
     trains nothing: its run directory holds at most the plan `genaug status` reads (and an empty split/

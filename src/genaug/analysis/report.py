@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from genaug import faults
-from genaug.analysis import health
+from genaug.analysis import health, probes
 from genaug.analysis.stats import compare, holm, seed_summary, verdict
 from genaug.errors import UserError
 from genaug.study.store import MANIFEST, PLAN_FILE, PROVENANCE_FILE, load_plan, write_json_atomic, write_text_atomic
@@ -296,7 +296,8 @@ def figure_losses(run: RunData, out: Path) -> list[tuple[Path, str]]:
     return figures
 
 
-def figure_effects(summary: dict, out: Path) -> list[tuple[Path, str]]:
+def figure_effects(summary: dict, out: Path, name: str = "effects.png",
+                   measure: str = "held-out MSE") -> list[tuple[Path, str]]:
     """One bar per condition: relative change in held-out MSE vs real with its 95 % interval, coloured
     by the verdict (green improvement, red harm, grey no detectable difference)."""
     import matplotlib
@@ -321,11 +322,11 @@ def figure_effects(summary: dict, out: Path) -> list[tuple[Path, str]]:
                                                         for n in names])
         ax.axvline(0, color="black", lw=0.8)
         ax.invert_yaxis()
-        ax.set(title=f"{modality}: held-out MSE vs real", xlabel="% change, 95 % CI (left of 0 = better)")
+        ax.set(title=f"{modality}: {measure} vs real", xlabel="% change, 95 % CI (left of 0 = better)")
     fig.tight_layout()
-    save_figure(fig, out / "effects.png")
+    save_figure(fig, out / name)
     plt.close(fig)
-    return [(out / "effects.png", "Relative change in held-out masked MSE against real, with 95 % intervals "
+    return [(out / name, f"Relative change in {measure} against real, with 95 % intervals "
              "(one t on the log ratio, seeds and test images); green: improvement, red: harm, grey: no detectable "
              "difference or no verdict")]
 
@@ -516,7 +517,7 @@ def figure_health(flags: list[dict], run: RunData, out: Path) -> list[tuple[Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by_name = {s["name"]: s for s in run.steps if s["stage"] != "eval"}
+    by_name = {s["name"]: s for s in run.steps if s["stage"] in health.WATCHED}  # the trained runs
     runs = list(dict.fromkeys(f["run"] for f in flags if f["run"] in by_name))
     if not runs:
         return []
@@ -720,8 +721,36 @@ def method_text(summary: dict) -> str:
             "seed-to-seed variation and is shown for reference only.")
 
 
+def probe_summary(summary: dict) -> dict:
+    """modality -> task -> the probe's block, for the modalities that were probed."""
+    return {m: block["probe"] for m, block in summary["modalities"].items() if block.get("probe")}
+
+
+def representation_blocks(summary: dict, probe_data: dict, run: RunData, out: Path) -> list[tuple]:
+    """The "Representations" section: the probe verdicts, the table with its floors, an effects chart and
+    reconstruction error against probe accuracy for every run."""
+    probe = probe_summary(summary)
+    if not probe:
+        return []
+    pseudo = {"modalities": {f"{m} {task}": {"conditions": b["conditions"]} for m, tasks in probe.items()
+                             for task, b in tasks.items()}}
+    pictures = [*figure_effects(pseudo, out, "probe_effects.png", "the linear probe's test log-loss"),
+                *probes.figure_scatter(probe, probe_data, run.root, run.steps, out, save_figure)]
+    return [("h2", "Representations"),
+            ("p", "Does the condition make the encoder's features better? Each MAE's frozen encoder (no masking, "
+                  "patch tokens mean-pooled) is probed on the source's labels: a logistic regression on "
+                  "standardised features and a kNN (cosine, probe.knn_k neighbours), trained on the real "
+                  "training images and scored on the test images. The verdict is the same paired test as for "
+                  "reconstruction on each test image's log-loss under the linear probe (lower is better), Holm-"
+                  "corrected within the probe's own primary and secondary families. Floors: the same probes on "
+                  "a random-init encoder of the same architecture (and the pretrained one, untrained)."),
+            ("ul", probes.verdict_lines(probe)),
+            ("table", *probes.table(probe)),
+            *(("img", path, caption) for path, caption in pictures)]
+
+
 def sections(summary: dict, figures: dict[str, list[tuple[Path, str]]], run: RunData, timing: list[tuple],
-             run_health: list[tuple]) -> list[tuple]:
+             run_health: list[tuple], representations: list[tuple]) -> list[tuple]:
     header, rows = results_rows(summary)
     return [
         ("h1", "genaug study report"),
@@ -739,6 +768,7 @@ def sections(summary: dict, figures: dict[str, list[tuple[Path, str]]], run: Run
         ("ul", data_lines(summary["data"])),
         ("h2", "Results"),
         ("table", header, rows),
+        *representations,
         *time_of_day_blocks(summary),
         *paper_table(run, summary),
         *quality_blocks(summary),
@@ -805,6 +835,10 @@ def build_report(run_dir: Path) -> dict:
     run = RunData(Path(run_dir))
     data, rows = collect(run)
     summary = summarize(data, run)
+    probe_data, probe_rows = probes.collect(run.root, run.steps)
+    for modality, tasks in probes.summarize(probe_data, MIN_SEEDS, family).items():
+        summary["modalities"][modality]["probe"] = tasks
+    rows += probe_rows
     figures_dir = run.root / "figures"
     figures_dir.mkdir(exist_ok=True)
     figures = {
@@ -815,7 +849,8 @@ def build_report(run_dir: Path) -> dict:
         "Training": figure_losses(run, figures_dir),
     }
     blocks = sections(summary, figures, run, timeline_blocks(run, figures_dir),
-                      health_blocks(summary, run, figures_dir))
+                      health_blocks(summary, run, figures_dir),
+                      representation_blocks(summary, probe_data, run, figures_dir))
     write_results_csv(run.root / "results.csv", rows)
     write_json_atomic(run.root / "summary.json", summary)
     faults.point("report")

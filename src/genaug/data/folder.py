@@ -11,6 +11,8 @@ a missing partner (`data.missing`: stop, or skip and count). 16-bit thermal is s
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from collections import Counter
 from pathlib import Path
@@ -83,6 +85,98 @@ class FolderSource:
     def load(self, refs: list[FrameRef]) -> Frames:
         return load_files(refs, self.data, self.modalities, self.data.folder.thermal_16bit)
 
+    # --- labels (probe.labels: a CSV with columns image,label)
+
+    def _frame_ids(self) -> list[str]:
+        """Every frame the folder source holds (its scan), the frames the CSV must label."""
+        if getattr(self, "_ids", None) is None:
+            self._ids = [f.id for f in self.scan().frames]
+        return self._ids
+
+    def label_files(self, refs: list[FrameRef]) -> list[Path]:
+        return []  # the CSV enters the keys by its content (genaug.data.labels.labels_slice)
+
+    def labels(self, refs: list[FrameRef], tasks: list[str], probe) -> dict[str, tuple[list[int], list[str]]]:
+        """Task "label": each frame's class in the CSV; the classes are the distinct labels of the folder's
+        frames, sorted (the same for every set drawn from the folder)."""
+        table, path = read_labels_csv(probe.labels)
+        frames = self._frame_ids()
+        unlabelled = [stem for stem in frames if stem not in table]
+        if unlabelled:
+            raise UserError(f"probe.labels = '{probe.labels}': no row for image '{unlabelled[0]}' ({len(unlabelled)} "
+                            f"of the folder's {len(frames)} images have none) in {path}; add a row image,label for "
+                            "each (image = the file name without extension)")
+        names = sorted({table[stem] for stem in frames})
+        if len(names) < 2:
+            raise UserError(f"probe.labels = '{probe.labels}': every image of the folder has the label '{names[0]}'; "
+                            "a probe needs at least two classes: label the images by what they show, or set "
+                            "probe.tasks = []")
+        index = {name: i for i, name in enumerate(names)}
+        return {task: ([index[table[ref.id]] for ref in refs], names) for task in tasks}
+
+    def label_notes(self, tasks: list[str], probe) -> list[str]:
+        table, path = read_labels_csv(probe.labels)
+        known = set(self._frame_ids())
+        unknown = [stem for stem in table if stem not in known]
+        notes = [f"labels: {path} ({len(table)} rows)"]
+        if unknown:
+            shown = ", ".join(f"'{stem}'" for stem in unknown[:_FIRST])
+            notes.append(f"probe.labels: {len(unknown)} row(s) name no image of the folder and were ignored "
+                         f"(first: {shown})")
+        return notes
+
+
+def labels_csv_path(text: str, key: str = "probe.labels") -> Path:
+    """The CSV probe.labels names (a relative path is read from the working directory, as data.folder.rgb)."""
+    path = Path(text).expanduser()
+    if not path.is_file():
+        what = "a folder, not a file" if path.is_dir() else "no such file"
+        raise UserError(f"{key} = '{text}': {what}; give a CSV with columns image,label (image = file stem), or "
+                        "leave it empty for no probe")
+    return path
+
+
+def read_labels_csv(text: str, key: str = "probe.labels") -> tuple[dict[str, str], Path]:
+    """stem -> label from a CSV with a header row naming the columns image and label (others ignored).
+
+    UTF-8 (a BOM is fine), any line endings. Empty cells and an image listed twice are a UserError
+    naming the CSV and the line.
+    """
+    path = labels_csv_path(text, key)
+    try:
+        content = path.read_bytes().decode("utf-8-sig")
+    except OSError as e:
+        raise UserError(f"{key} = '{text}': cannot read {path} ({e.__class__.__name__}); make it readable") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{key} = '{text}': {path} is not UTF-8 text; save it as a UTF-8 CSV") from None
+    try:
+        rows = list(csv.reader(io.StringIO(content, newline="")))
+    except csv.Error as e:
+        raise UserError(f"{key} = '{text}': {path} is not a readable CSV ({e}); fix the file") from None
+    header = [cell.strip().lower() for cell in rows[0]] if rows else []
+    if "image" not in header or "label" not in header:
+        shown = ",".join(rows[0]) if rows else "nothing"
+        raise UserError(f"{key} = '{text}': the first line of {path} is '{shown[:60]}'; it must name the columns "
+                        "image,label")
+    image_col, label_col = header.index("image"), header.index("label")
+    table: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for number, row in enumerate(rows[1:], 2):
+        if not any(cell.strip() for cell in row):
+            continue
+        image = row[image_col].strip() if image_col < len(row) else ""
+        label = row[label_col].strip() if label_col < len(row) else ""
+        if not image or not label:
+            raise UserError(f"{key} = '{text}': {path} line {number} has an empty image or label; give both "
+                            "(image = file stem)")
+        if image in table:
+            raise UserError(f"{key} = '{text}': {path} line {number} labels image '{image}' again (first on line "
+                            f"{first_line[image]}); keep one row per image")
+        table[image], first_line[image] = label, number
+    if not table:
+        raise UserError(f"{key} = '{text}': {path} has no rows under its header; add one row image,label per image")
+    return table, path
+
 
 def list_images(folder: Path, key: str = "") -> dict[str, Path]:
     """stem -> path of the image files (IMAGE_SUFFIXES, any case) directly in `folder`, sorted by stem.
@@ -100,13 +194,15 @@ def list_images(folder: Path, key: str = "") -> dict[str, Path]:
     return images
 
 
-def inspect(rgb: Path | None, thermal: Path | None, headers: str = "sample", sample: int = 200) -> dict:
+def inspect(rgb: Path | None, thermal: Path | None, headers: str = "sample", sample: int = 200,
+            labels: str | None = None) -> dict:
     """What the folders hold, without stopping at the first problem.
 
     headers: "sample" reads up to `sample` file headers per folder, spread evenly over the sorted
     files; "all" reads every header; "decode" fully decodes every file (finds truncated files, and
     reports the pixel value range of 16-bit images). Unreadable files are counted, never raised.
-    A folder that does not exist is a UserError.
+    A folder that does not exist is a UserError. labels: a CSV (columns image,label) whose class balance
+    over the frames is reported, with the frames it does not label and its rows naming no frame.
     """
     if headers not in ("sample", "all", "decode"):
         raise UserError(f"headers = '{headers}': use sample, all or decode")
@@ -140,6 +236,17 @@ def inspect(rgb: Path | None, thermal: Path | None, headers: str = "sample", sam
         report["missing_partner"] = {"count": 0, "first": []}
     report["frames"] = len(ids)
     report["example_ids"] = ids[:_FIRST]
+    if labels:
+        table, path = read_labels_csv(str(labels), "--labels")
+        known = set(ids)
+        counts = Counter(table[stem] for stem in ids if stem in table)
+        report["labels"] = {
+            "csv": str(path), "task": "label", "classes": dict(sorted(counts.items())),
+            "unlabelled": {"count": sum(stem not in table for stem in ids),
+                           "first": [stem for stem in ids if stem not in table][:_FIRST]},
+            "unknown_rows": {"count": sum(stem not in known for stem in table),
+                             "first": [stem for stem in table if stem not in known][:_FIRST]},
+        }
     return report
 
 

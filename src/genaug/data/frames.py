@@ -1,7 +1,9 @@
 """The types every data source speaks: frame references (paths, no pixels), scans, decoded frames.
 
 `Frames.rgb` is (N, 3, S, S) and `Frames.thermal` (N, C, S, S) uint8 with C = data.thermal_channels;
-a modality the source does not have is None.
+a modality the source does not have is None. `Frames.labels` holds, per probe task, one class index
+per frame (in frame order), `Frames.label_names` each task's class names (index = class); both are
+empty when the source has no labels or `probe.tasks = []` (see genaug.data.labels).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from genaug.data.images import fit_square, read_rgb, read_thermal, to_tensor
 from genaug.errors import UserError
 
 MODALITIES = ("rgb", "thermal")
+PERSON_NAMES = ["no person", "person"]  # the person-present task's classes, index = class (scenes, KAIST)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class Frames:
     rgb: torch.Tensor | None  # (N, 3, S, S) uint8
     thermal: torch.Tensor | None  # (N, C, S, S) uint8
     night: list[bool | None]
+    labels: dict[str, list[int]] = field(default_factory=dict)  # task -> class index per frame, in frame order
+    label_names: dict[str, list[str]] = field(default_factory=dict)  # task -> class names, index = class
 
     def modality(self, name: str) -> torch.Tensor:
         images = {"rgb": self.rgb, "thermal": self.thermal}[name]

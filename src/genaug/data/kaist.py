@@ -5,6 +5,8 @@ Layout (see the KAIST section of the reference anchors)::
     ROOT/images/setXX/VYYY/visible/I#####.jpg     RGB
     ROOT/images/setXX/VYYY/lwir/I#####.jpg        LWIR (same name = same instant)
     ROOT/imageSets/*.txt                          split files: one `setXX/VYYY/I#####` a line, CRLF
+    ROOT/annotations/setXX/VYYY/I#####.txt        boxes of that frame (Dollar's bbGt text format), read
+                                                  only for the probe's labels
 
 A frame's id is `setXX/VYYY/I#####`, its group `setXX/VYYY`. Day sets are set00-02 and set06-08,
 night sets set03-05 and set09-11.
@@ -17,12 +19,14 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from genaug.config import DataConfig
-from genaug.data.frames import FrameRef, Frames, Scan, load_files
+from genaug.data.frames import PERSON_NAMES, FrameRef, Frames, Scan, load_files
 from genaug.errors import UserError
 
 DAY_SETS: frozenset[str] = frozenset({"set00", "set01", "set02", "set06", "set07", "set08"})
@@ -31,6 +35,8 @@ SUFFIXES = (".jpg", ".jpeg", ".png")
 FOLDERS = {"visible": "rgb", "lwir": "thermal"}  # folder on disk -> FrameRef field
 HEADER_MODES = ("sample", "all", "decode")
 EXAMPLES = 3  # how many paths / lines an error or a report names
+ANNOTATIONS = "annotations"  # beside images/: annotations/setXX/VYYY/I#####.txt
+PERSON = "person"  # the one box label the person task counts (not people, cyclist or person?)
 
 
 def is_night(set_name: str) -> bool:
@@ -163,6 +169,91 @@ def _root(root_text: str, key: str = "data.kaist.root") -> Path:
     return root
 
 
+# ------------------------------------------------------------------------------------------ annotations
+
+
+@dataclass(frozen=True)
+class Box:
+    """One box of a bbGt annotation file (pixels of the 640x512 frame)."""
+
+    label: str  # person, people, cyclist or person?
+    x: float
+    y: float
+    w: float
+    h: float
+    occluded: int = 0
+
+
+def annotation_path(root: Path, frame_id: str) -> Path:
+    """Where frame `setXX/VYYY/I#####`'s boxes lie: ROOT/annotations/setXX/VYYY/I#####.txt."""
+    return Path(root) / ANNOTATIONS / f"{frame_id}.txt"
+
+
+def parse_bbgt(text: str, where: object = "annotation") -> list[Box]:
+    """Boxes of a bbGt text file: `% bbGt version=3`, then `label x y w h occluded vx vy vw vh ignore angle`
+    a line (versions 0-2 have fewer trailing fields). CRLF or LF; blank lines and `%` lines skipped.
+    A line that is not a box is a UserError naming `where` and the line number."""
+    boxes = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("%"):
+            continue
+        parts = line.split()
+        try:
+            if not 5 <= len(parts) <= 12:
+                raise ValueError
+            numbers = [float(v) for v in parts[1:]]
+            if not all(np.isfinite(numbers)) or numbers[2] < 0 or numbers[3] < 0:
+                raise ValueError
+        except ValueError:
+            shown = line if len(line) <= 60 else line[:57] + "..."
+            raise UserError(f"{where} line {number}: '{shown}' is not a bbGt box line (label x y w h occluded vx vy "
+                            "vw vh ignore angle, numbers after the label); fix or delete the line") from None
+        boxes.append(Box(parts[0], *numbers[:4], occluded=int(numbers[4]) if len(numbers) > 4 else 0))
+    return boxes
+
+
+def read_annotation(path: Path) -> list[Box]:
+    """The boxes of one annotation file; a missing, unreadable or malformed file is a one-line UserError."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise UserError(f"{path}: annotation file not found; restore it from the KAIST release, or set "
+                        "probe.tasks = [] to run without the probe") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the annotation file ({e.__class__.__name__}); make it readable") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file; a KAIST annotation file is bbGt text (% bbGt version=3, "
+                        "then one box a line)") from None
+    return parse_bbgt(text, path)
+
+
+def shows_person(boxes: list[Box], min_height: int) -> bool:
+    """KAIST's "reasonable" person: a `person` box (not people, cyclist, person?) at least min_height tall."""
+    return any(box.label == PERSON and box.h >= min_height for box in boxes)
+
+
+def annotation_files(root: Path, refs: list[FrameRef]) -> list[Path]:
+    """Each frame's annotation file; a missing annotations/ folder or file is a one-line UserError."""
+    root = Path(root)
+    folder = root / ANNOTATIONS
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no annotations folder beside images/ (the probe's person labels are read from "
+                        "annotations/setXX/VYYY/I#####.txt); add it from the KAIST release, or set probe.tasks = [] "
+                        "to run without the probe")
+    paths = [annotation_path(root, ref.id) for ref in refs]
+    missing = [path for path in paths if not path.is_file()]
+    if missing:
+        raise UserError(f"{missing[0]}: annotation file missing ({len(missing)} of the {len(paths)} frames read have "
+                        "none); restore it from the KAIST release, or set probe.tasks = [] to run without the probe")
+    return paths
+
+
+def person_labels(root: Path, refs: list[FrameRef], min_height: int) -> list[int]:
+    """1 where the frame shows a person (see shows_person), else 0, in the order of refs."""
+    return [int(shows_person(read_annotation(path), min_height)) for path in annotation_files(root, refs)]
+
+
 # ------------------------------------------------------------------------------------------ the source
 
 
@@ -238,6 +329,14 @@ class KaistSource:
     def load(self, refs: list[FrameRef]) -> Frames:
         return load_files(refs, self.data, ("rgb", "thermal"))
 
+    def label_files(self, refs: list[FrameRef]) -> list[Path]:
+        return annotation_files(_root(self.data.kaist.root), refs)
+
+    def labels(self, refs: list[FrameRef], tasks: list[str], probe) -> dict[str, tuple[list[int], list[str]]]:
+        """task -> (class per frame, class names); KAIST offers "person" (see shows_person)."""
+        root = _root(self.data.kaist.root)
+        return {task: (person_labels(root, refs, probe.kaist_min_height), list(PERSON_NAMES)) for task in tasks}
+
 
 def _from_split(path: Path, by_id: dict[str, FrameRef]) -> list[FrameRef]:
     """The tree's frames a split file lists, in id order. Duplicate or unmatched lines: UserError."""
@@ -296,11 +395,13 @@ def _describe(root: Path, cfg, train_path: Path | None, test_path: Path | None) 
 # ------------------------------------------------------------------------------------------ inspect
 
 
-def inspect(root: Path, headers: str = "sample", sample: int = 200) -> dict:
+def inspect(root: Path, headers: str = "sample", sample: int = 200, min_height: int = 50) -> dict:
     """What a KAIST root holds, for `genaug data inspect`: counts, splits, missing partners, image headers.
 
     headers: "sample" reads the header (size, mode) of up to `sample` files spread evenly over the tree;
     "all" of every file; "decode" fully decodes every file. Unreadable files are counted, never raised.
+    Labels: the person task's balance over every pair (a `person` box at least min_height tall), from
+    annotations/; missing or malformed annotation files are counted, never raised.
     """
     if headers not in HEADER_MODES:
         raise UserError(f"headers = '{headers}': choose one of {', '.join(HEADER_MODES)}")
@@ -354,4 +455,37 @@ def inspect(root: Path, headers: str = "sample", sample: int = 200) -> dict:
                     "modes": dict(modes.most_common()),
                     "unreadable": {"count": len(unreadable), "examples": unreadable[:EXAMPLES]}},
         "examples": [r.id for r in pairs[:EXAMPLES]],
+        "labels": _inspect_labels(root, pairs, min_height),
     }
+
+
+def _inspect_labels(root: Path, pairs: list[FrameRef], min_height: int) -> dict:
+    """The person task's label balance over `pairs` (overall and by day/night), and the box labels seen."""
+    folder = root / ANNOTATIONS
+    if not folder.is_dir():
+        return {"annotations": None, "note": f"{folder} does not exist: no labels, so no probe (add the KAIST "
+                "annotations, or set probe.tasks = [])"}
+    balance = {name: 0 for name in PERSON_NAMES}
+    by_time: dict[str, dict[str, int]] = {}
+    boxes: Counter[str] = Counter()
+    missing, malformed = [], []
+    for ref in pairs:
+        path = annotation_path(root, ref.id)
+        if not path.is_file():
+            missing.append(str(path))
+            continue
+        try:
+            found = read_annotation(path)
+        except UserError as e:
+            malformed.append(str(e))
+            continue
+        boxes.update(box.label for box in found)
+        name = PERSON_NAMES[shows_person(found, min_height)]
+        balance[name] += 1
+        time = by_time.setdefault({None: "unknown", False: "day", True: "night"}[ref.night],
+                                  {n: 0 for n in PERSON_NAMES})
+        time[name] += 1
+    return {"annotations": str(folder), "task": "person", "min_height": min_height,
+            "person": balance, "per_time": dict(sorted(by_time.items())), "box_labels": dict(boxes.most_common()),
+            "missing": {"count": len(missing), "examples": missing[:EXAMPLES]},
+            "malformed": {"count": len(malformed), "examples": malformed[:EXAMPLES]}}

@@ -45,7 +45,9 @@ __all__ = [
     "render_labels",
     "render_frames",
     "frame_id",
+    "frame_content",
     "write_paired_folder",
+    "MAX_CARS",
 ]
 
 RGB = tuple[int, int, int]
@@ -58,6 +60,7 @@ CLASS_NAMES: tuple[str, ...] = (
     "tree", "pedestrian", "car", "lamp",
 )
 SKY, BUILDING, WINDOW, GROUND, ROAD, LANE_MARK, TREE, PEDESTRIAN, CAR, LAMP = range(10)
+MAX_CARS = 3  # a scene holds 0..MAX_CARS cars (fewer when a car finds no free place on the road)
 
 
 # --------------------------------------------------------------------------- #
@@ -456,7 +459,7 @@ def sample_scene(seed: int, index: int, width: int = 160, height: int = 128,
 
     # cars, seen from the side, on the road
     cars: list[Car] = []
-    n_cars = int(rng.choice(4, p=[0.25, 0.35, 0.25, 0.15]))
+    n_cars = int(rng.choice(MAX_CARS + 1, p=[0.25, 0.35, 0.25, 0.15]))
     placed: list[tuple[float, float, float]] = []   # (depth fraction, x0, x1)
     for _ in range(n_cars):
         for _try in range(4):  # avoid two cars side by side at the same depth
@@ -901,6 +904,15 @@ def frame_id(index: int) -> str:
 def _tags(scene: Scene) -> dict:
     return {"id": frame_id(scene.index), "index": scene.index, "night": bool(scene.night),
             "n_people": len(scene.pedestrians), "n_cars": len(scene.cars)}
+
+
+def frame_content(seed: int, index: int, width: int = 160, height: int = 128,
+                  night_fraction: float = 0.3) -> dict:
+    """What frame ``index`` of stream ``seed`` shows, without rendering it: the tags of
+    :func:`render_frames` (``{"id", "index", "night", "n_people", "n_cars"}``). It depends on the
+    canvas (width, height) and the night fraction like the frame itself, never on the size a study
+    later fits it to."""
+    return _tags(sample_scene(seed, index, width, height, night_fraction))
 
 
 def render_frames(seed: int, indices: Iterable[int], width: int = 160, height: int = 128,

@@ -7,13 +7,15 @@ A source is opened from `config.data` (and the study seed) and answers:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from genaug.config import DataConfig
 from genaug.data import scenes
 from genaug.data.folder import FolderSource
 from genaug.data.kaist import KaistSource
-from genaug.data.frames import FrameRef, Frames, Scan, with_channels
+from genaug.data.frames import PERSON_NAMES, FrameRef, Frames, Scan, with_channels
 from genaug.data.images import fit_square, to_tensor
 
 
@@ -36,6 +38,22 @@ class ScenesSource:
         thermal = np.stack([fit_square(image, size, resize) for image in thermal])
         return Frames([ref.id for ref in refs], to_tensor(rgb), with_channels(to_tensor(thermal), self.data.thermal_channels),
                       [t["night"] for t in tags])
+
+    def label_files(self, refs: list[FrameRef]) -> list[Path]:
+        return []  # rendered, not read: the seed is the content
+
+    def labels(self, refs: list[FrameRef], tasks: list[str], probe) -> dict[str, tuple[list[int], list[str]]]:
+        """person (>= 1 pedestrian), cars (the count), night, from each frame's content (never its pixels):
+        the same for the same seed and frame, whatever data.image_size."""
+        cfg = self.data.scenes
+        content = [scenes.frame_content(self.seed, int(ref.id.rsplit("_", 1)[1]), cfg.width, cfg.height,
+                                        cfg.night_fraction) for ref in refs]
+        tables = {
+            "person": ([int(c["n_people"] > 0) for c in content], list(PERSON_NAMES)),
+            "cars": ([c["n_cars"] for c in content], [str(n) for n in range(scenes.MAX_CARS + 1)]),
+            "night": ([int(c["night"]) for c in content], ["day", "night"]),
+        }
+        return {task: tables[task] for task in tasks}
 
 
 SOURCES = {"scenes": ScenesSource, "kaist": KaistSource, "folder": FolderSource}

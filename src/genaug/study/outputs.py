@@ -31,8 +31,10 @@ def load_split(folder: Path) -> dict[str, Frames]:
     except (OSError, ValueError, SafetensorError) as e:
         raise UserError(f"{folder}: unreadable frames.safetensors or split.json ({e.__class__.__name__}); delete "
                         "the folder and run again to rebuild it") from None
+    labels, names = meta.get("labels", {}), meta.get("label_names", {})  # absent in splits written before labels
     return {
-        name: Frames(meta["ids"][name], tensors.get(f"{name}.rgb"), tensors.get(f"{name}.thermal"), meta["night"][name])
+        name: Frames(meta["ids"][name], tensors.get(f"{name}.rgb"), tensors.get(f"{name}.thermal"), meta["night"][name],
+                     dict(labels.get(name, {})), dict(names))
         for name in SETS
     }
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from genaug.config import Config, generator_parts, stage_key
+from genaug.data.labels import labels_slice, resolve_tasks
 from genaug.engine import precision
 from genaug.study import stages
 from genaug.study.store import FORMAT_VERSION
@@ -61,7 +62,11 @@ def mae_steps(cfg: Config, n_extra: int) -> int:
 
 def make_plan(cfg: Config) -> list[Step]:
     data, study = cfg.data, cfg.study
-    split = Step("split", "split", stage_key(FORMAT_VERSION, "split", cfg.seed, data), stages.run_split,
+    # The split stores the probe's labels too: what changes them (tasks, KAIST min height, a CSV's content) keys
+    # it. Its frames alone key the generators (frames_key), so a probe setting never retrains one.
+    frames_key = stage_key(FORMAT_VERSION, "split", cfg.seed, data)
+    split = Step("split", "split", stage_key(FORMAT_VERSION, "split", cfg.seed, data, labels_slice(data, cfg.probe)),
+                 stages.run_split,
                  work=data.n_pool + data.n_train + data.n_test, unit="frames")
     plan = [split]
     # The train and test sets are drawn before the pool (stages.run_split), so they do not change with
@@ -85,7 +90,7 @@ def make_plan(cfg: Config) -> list[Step]:
             step = Step(
                 name, name,
                 stage_key(FORMAT_VERSION, name, section, training(name), cfg.quality, cfg.seed, study.n_synthetic,
-                          split.key),
+                          frames_key),
                 stages.GENERATOR_STAGES[name], {"split": split},
                 {"modality": "rgb" if name == "ddpm" else "thermal", "generator": name, "steps": steps},
                 work=steps + study.n_synthetic, label=f"{steps} steps + {study.n_synthetic} images",
@@ -122,8 +127,12 @@ def make_plan(cfg: Config) -> list[Step]:
     # Pretrained weights enter the MAE keys by their resolved folder (a hub snapshot's commit hash).
     weights = "scratch" if cfg.mae.init == mae_lib.SCRATCH else str(mae_lib.locate(cfg.mae.init).resolve())
     mask_slice = {"patch_size": mae_lib.patch_size(cfg.mae), "mask_ratio": cfg.mae.mask_ratio}
-    # Each MAE's evaluation right after it: a study stopped partway already has test numbers for every
-    # MAE it finished.
+    # The probe reads the train and test sets' labels: what they are depends on the probe's label settings.
+    tasks = resolve_tasks(data, cfg.probe)
+    probe_slice = cfg.probe.model_dump(exclude={"batch_size"})  # the batch changes no probe result
+    labels_key = stage_key(FORMAT_VERSION, "labels", train_test_key, probe_slice, labels_slice(data, cfg.probe))
+    # Each MAE's evaluation (and probe) right after it: a study stopped partway already has test numbers
+    # for every MAE it finished.
     runs = []
     for modality in study.modalities:
         runs.append(Step(
@@ -132,6 +141,15 @@ def make_plan(cfg: Config) -> list[Step]:
             stages.run_eval, {"split": split}, {"modality": modality, "condition": "mean-predictor"},
             work=data.n_test, unit="images",
         ))
+        # the probes' floors: a random encoder of the same architecture, and the pretrained one untrained
+        floors = ["random-init"] + ([] if cfg.mae.init == mae_lib.SCRATCH else ["pretrained"])
+        for floor in floors if tasks else []:
+            runs.append(Step(
+                "probe", f"{modality}-{floor}",
+                stage_key(FORMAT_VERSION, "probe", cfg.mae, weights, labels_key, modality, floor, cfg.seed),
+                stages.run_probe, {"split": split}, {"modality": modality, "condition": floor, "tasks": tasks},
+                work=data.n_train + data.n_test, unit="images",
+            ))
         for condition, synthetic, n_extra in conditions[modality]:
             for seed in study.seeds:
                 inputs = {"split": split}
@@ -151,4 +169,8 @@ def make_plan(cfg: Config) -> list[Step]:
                 runs.append(Step("eval", name, stage_key(FORMAT_VERSION, "eval", eval_slice, mae.key),
                                   stages.run_eval, {"split": split, "mae": mae}, params,
                                   work=data.n_test, unit="images"))
+                if tasks:
+                    runs.append(Step("probe", name, stage_key(FORMAT_VERSION, "probe", labels_key, mae.key),
+                                     stages.run_probe, {"split": split, "mae": mae}, {**params, "tasks": tasks},
+                                     work=data.n_train + data.n_test, unit="images"))
     return plan + runs

@@ -164,9 +164,10 @@ def finish(cfg: Config, plan: list[Step], store: Store) -> dict:
 
 def verdict_text(summary: dict) -> str:
     """The verdicts, the sensitivity and every run health flag, as the report's top says them."""
-    from genaug.analysis.report import sensitivity_lines, verdicts
+    from genaug.analysis.probes import verdict_lines
+    from genaug.analysis.report import probe_summary, sensitivity_lines, verdicts
 
-    lines = [*verdicts(summary), *sensitivity_lines(summary)]
+    lines = [*verdicts(summary), *sensitivity_lines(summary), *verdict_lines(probe_summary(summary))]
     lines += [f"HEALTH {f['stage']} {f['run']}: {f['kind']}: {f['evidence']}" for f in summary["health"]]
     return "\n".join(lines)
 

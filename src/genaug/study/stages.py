@@ -7,6 +7,7 @@
     chain     a generator's images + a translator -> images/*.png (e.g. DDPM RGB -> thermal)
     mae       split.train.<modality> [+ a synthetic set] -> model/ (save_pretrained) + log.jsonl
     eval      split.test.<modality> + an MAE (or the mean predictor) -> per_image.csv + examples.safetensors
+    probe     split.train/test.<modality> + labels + an MAE's encoder (or a floor's) -> per_image.csv
 """
 
 from __future__ import annotations
@@ -53,24 +54,33 @@ def run_split(ctx: Context) -> None:
     from safetensors.torch import save_file
 
     from genaug.data.cache import load_cached
+    from genaug.data.labels import LabelReader, balance
     from genaug.data.selection import select
 
     data, seed = ctx.cfg.data, ctx.cfg.seed
     source = open_source(data, seed)
     selection = select(ctx.cfg, source)
-    tensors, ids, night, done, cached = {}, {}, {}, 0, []
+    reader = LabelReader(source, data, ctx.cfg.probe)
+    reader.check([ref for refs in selection.sets.values() for ref in refs])  # before any pixel is decoded
+    tensors, ids, night, labels, names, done, cached = {}, {}, {}, {}, {}, 0, []
     for name, refs in selection.sets.items():
-        frames, hit = load_cached(source, refs, data, seed, selection.modalities)
+        frames, hit = load_cached(source, refs, data, seed, selection.modalities, labels=reader)
         for modality in selection.modalities:
             tensors[f"{name}.{modality}"] = frames.modality(modality)
-        ids[name], night[name] = frames.ids, frames.night
+        ids[name], night[name], labels[name] = frames.ids, frames.night, frames.labels
+        assert not names or names == frames.label_names, "every set's labels must name the same classes"
+        names = frames.label_names
         cached += [name] if hit else []
         done += len(refs)
         ctx.advance(done)
     save_file(tensors, ctx.out / "frames.safetensors")
-    (ctx.out / "split.json").write_text(json.dumps({"ids": ids, "night": night}, indent=1) + "\n")
+    (ctx.out / "split.json").write_text(json.dumps({"ids": ids, "night": night, "labels": labels,
+                                                    "label_names": names}, indent=1) + "\n")
+    label_facts = {"tasks": reader.tasks, "names": names, "notes": reader.notes(),
+                   "balance": {task: {name: balance(labels[name][task], names[task]) for name in labels}
+                               for task in reader.tasks}}
     ctx.manifest.update(selection.summary(), decoded_from_cache=cached, resize=data.resize,
-                        image_size=data.image_size, thermal_channels=data.thermal_channels)
+                        image_size=data.image_size, thermal_channels=data.thermal_channels, labels=label_facts)
 
 
 # ------------------------------------------------------------------------------------------- generators
@@ -369,3 +379,53 @@ def run_eval(ctx: Context) -> None:
               ctx.out / "examples.safetensors")
     ctx.manifest.update(modality=modality, n_images=len(images), eval_seed=cfg.eval.seed,
                         masked_mse=float(mse.mean()), psnr=float(psnr.mean()))
+
+
+# ------------------------------------------------------------------------------------------------ probe
+
+
+def run_probe(ctx: Context) -> None:
+    """Linear and kNN probes of an MAE's frozen encoder (or a floor's: a random-init encoder of the same
+    architecture, the pretrained one untrained) on the source's labels: trained on the real training
+    images' features, scored on the test images'. Writes per_image.csv (one row per task and test image:
+    each probe's log-loss and 0/1 correctness) and the metrics in the manifest."""
+    import numpy as np
+
+    from genaug import mae, probe
+
+    cfg, modality, condition = ctx.cfg, ctx.params["modality"], ctx.params["condition"]
+    split = load_split(ctx.inputs["split"])
+    train, test = split["train"], split["test"]
+    images = {"train": train.modality(modality), "test": test.modality(modality)}
+    if "mae" in ctx.inputs:
+        model, normalizer = probe.load_encoder(ctx.inputs["mae"] / "model", ctx.device)
+    else:
+        normalizer = mae.normalizer_for(cfg.mae, images["train"])
+        size, channels = cfg.data.image_size, images["train"].shape[1]
+        model = (probe.random_encoder(cfg.mae, size, channels, cfg.seed) if condition == "random-init"
+                 else probe.pretrained_encoder(cfg.mae, size, channels))
+    batch_size = cfg.probe.batch_size or (512 if ctx.device == "cuda" else 64)
+    features, done = {}, 0
+    for name, part in images.items():
+        features[name] = probe.encoder_features(model, normalizer, part, ctx.device, batch_size).numpy()
+        done += len(part)
+        ctx.advance(done)
+    metrics, rows = {}, []
+    for task in ctx.params["tasks"]:
+        if task not in train.labels:
+            raise UserError(f"probe.tasks: the data source gives no '{task}' labels; choose from "
+                            f"{sorted(train.labels) or 'none'} or set probe.tasks = []")
+        result = probe.probe(features["train"], np.asarray(train.labels[task]), features["test"],
+                             np.asarray(test.labels[task]), cfg.probe.knn_k, cfg.probe.logistic_c, cfg.seed)
+        metrics[task] = {kind: {k: v for k, v in scores.items() if k not in ("log_loss", "correct")}
+                         for kind, scores in result.items()}
+        for i, image_id in enumerate(test.ids):
+            rows.append([task, image_id, *(f"{result[kind][key][i]:.8g}" for kind in ("linear", "knn")
+                                           for key in ("log_loss", "correct"))])
+    with open(ctx.out / "per_image.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["task", "image_id", "linear_log_loss", "linear_correct", "knn_log_loss", "knn_correct"])
+        writer.writerows(rows)
+    ctx.manifest.update(modality=modality, condition=condition, tasks=ctx.params["tasks"], metrics=metrics,
+                        label_names={t: split["test"].label_names.get(t) for t in ctx.params["tasks"]},
+                        n_train=len(images["train"]), n_test=len(images["test"]))
