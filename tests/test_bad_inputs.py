@@ -178,8 +178,9 @@ def kaist(kaist_template, tmp_path) -> Path:
 
 
 def kaist_settings(root: Path, train: str = "train-all-02", test: str = "test-all-20") -> list[str]:
+    # no probe: these trees have no annotations/ (tests/study/test_real_sources.py reads those)
     return ["data.source=kaist", f"data.kaist.root={quoted(root)}", f"data.kaist.train_split={train}",
-            f"data.kaist.test_split={test}"]
+            f"data.kaist.test_split={test}", "probe.tasks=[]"]
 
 
 # ---------------------------------------------------------------------------------- config and --set

@@ -293,8 +293,9 @@ def test_a_two_process_study_matches_one_process_and_writes_everything_once(tmp_
     # tolerance (same global batches and schedule; only ViTMAE's random masks differ between the runs).
     a, b = results(one), results(two)
     assert a.keys() == b.keys() and ("real", "0", "test", "masked_mse") in a
-    for key in a:
-        assert b[key] == pytest.approx(a[key], rel=0.05), key
+    for key in a:  # a probe's accuracy on 4 test images moves in steps of 25 %: only its presence is compared
+        if not key[3].startswith("probe_"):
+            assert b[key] == pytest.approx(a[key], rel=0.05), key
 
     # Every stage folder once, complete, each with one manifest; nothing private or half-done left.
     def stage_folders(run):

@@ -19,6 +19,7 @@ MICRO = [
     "mae.preset=micro", "mae.batch_size=4", "mae.steps=10", "cyclegan.steps=4", "cyclegan.ngf=8", "cyclegan.ndf=8",
     "cyclegan.n_blocks=1", "cyclegan.d_layers=1", "runtime.log_every=2", "runtime.checkpoint_every=4",
     "runtime.threads=1",  # in-process and in the jobs alike: CPU results are bit-identical only per thread count
+    "probe.tasks=[]",  # the probe is a step like eval; without it the job counts stay the ones above
 ]
 runner = CliRunner()
 

@@ -214,9 +214,9 @@ def test_changed_mae_key_reruns_only_its_dependants(study, tmp_path):
     assert result.exit_code == 0, result.output
     after = completed_steps(copy)
     new = {k.split("/")[0] for k in set(after) - set(before)}
-    assert new == {"mae", "eval"}
-    # the mean-predictor evaluation does not depend on the MAE either
-    assert len(set(after) - set(before)) == 8 + 8
+    assert new == {"mae", "eval", "probe"}
+    # the mean-predictor evaluation and the random-init probe floors do not depend on the MAE either
+    assert len(set(after) - set(before)) == 8 + 8 + 8
     for folder in before:
         assert after[folder] == before[folder]  # nothing earlier was touched or rebuilt
 
@@ -229,7 +229,8 @@ def rebuilt_by(*change):
 
 def test_plan_keys_follow_dependencies():
     assert rebuilt_by("ddpm.steps=7") == ["ddpm/ddpm", "eval/rgb-real+gen-ddpm-seed0", "eval/rgb-real+gen-ddpm-seed1",
-                                          "mae/rgb-real+gen-ddpm-seed0", "mae/rgb-real+gen-ddpm-seed1"]
+                                          "mae/rgb-real+gen-ddpm-seed0", "mae/rgb-real+gen-ddpm-seed1",
+                                          "probe/rgb-real+gen-ddpm-seed0", "probe/rgb-real+gen-ddpm-seed1"]
     gen = {"rgb": "ddpm", "thermal": "cyclegan"}
     assert rebuilt_by("eval.seed=5") == sorted(f"eval/{m}-{c}" for m in ("rgb", "thermal")
                                                for c in ("mean-predictor", "real-seed0", "real-seed1",
@@ -248,9 +249,10 @@ def test_of_runtime_only_precision_and_the_log_interval_retrain():
                       "runtime.compile='off'", "runtime.on_nonfinite='rollback'", "runtime.resident_data='off'",
                       "runtime.compile_mode='reduce-overhead'", "eval.paper_epochs_dropped=3") == []
     trained = rebuilt_by("runtime.log_every=7")
-    assert {f.split("/")[0] for f in trained} == {"ddpm", "cyclegan", "mae", "eval"}
+    assert {f.split("/")[0] for f in trained} == {"ddpm", "cyclegan", "mae", "eval", "probe"}
     assert "split/split" not in trained and not [f for f in trained if "mean-predictor" in f]
-    ddpm_and_after = ["ddpm/ddpm", *(f"{stage}/rgb-real+gen-ddpm-seed{s}" for stage in ("eval", "mae") for s in (0, 1))]
+    ddpm_and_after = ["ddpm/ddpm", *(f"{stage}/rgb-real+gen-ddpm-seed{s}" for stage in ("eval", "mae", "probe")
+                                     for s in (0, 1))]
     # the quickstart's auto trains the DDPM in bf16 on a CPU with bf16 arithmetic, everything else in fp32
     assert rebuilt_by("runtime.precision='fp32'") == (ddpm_and_after if cpu_computes_bf16() else [])
     # bf16 everywhere: every MAE changes precision, and the DDPM too unless it was bf16 already
@@ -416,7 +418,7 @@ def test_report_html_renders_every_figure_in_a_real_browser(study, tmp_path):
     assert "genaug study report" in dom and dom.count("<img") == figures >= 6
     assert "figures/" not in dom.replace("](figures/", "")  # self-contained: nothing loaded from beside it
     shot = tmp_path / "report.png"
-    subprocess.run([*flags, "--window-size=1100,3000", f"--screenshot={shot}", page], capture_output=True,
+    subprocess.run([*flags, "--window-size=1100,12000", f"--screenshot={shot}", page], capture_output=True,
                    timeout=120)
     colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is None or len(colours) > 1000  # the embedded images were decoded and drawn, not blank boxes

@@ -131,6 +131,8 @@ def make_plan(cfg: Config) -> list[Step]:
     tasks = resolve_tasks(data, cfg.probe)
     probe_slice = cfg.probe.model_dump(exclude={"batch_size"})  # the batch changes no probe result
     labels_key = stage_key(FORMAT_VERSION, "labels", train_test_key, probe_slice, labels_slice(data, cfg.probe))
+    # a floor's encoder is the architecture untrained: no training setting changes it
+    architecture = cfg.mae.model_dump(include={"init", "preset", "patch_size"})
     # Each MAE's evaluation (and probe) right after it: a study stopped partway already has test numbers
     # for every MAE it finished.
     runs = []
@@ -141,15 +143,7 @@ def make_plan(cfg: Config) -> list[Step]:
             stages.run_eval, {"split": split}, {"modality": modality, "condition": "mean-predictor"},
             work=data.n_test, unit="images",
         ))
-        # the probes' floors: a random encoder of the same architecture, and the pretrained one untrained
-        floors = ["random-init"] + ([] if cfg.mae.init == mae_lib.SCRATCH else ["pretrained"])
-        for floor in floors if tasks else []:
-            runs.append(Step(
-                "probe", f"{modality}-{floor}",
-                stage_key(FORMAT_VERSION, "probe", cfg.mae, weights, labels_key, modality, floor, cfg.seed),
-                stages.run_probe, {"split": split}, {"modality": modality, "condition": floor, "tasks": tasks},
-                work=data.n_train + data.n_test, unit="images",
-            ))
+
         for condition, synthetic, n_extra in conditions[modality]:
             for seed in study.seeds:
                 inputs = {"split": split}
@@ -173,4 +167,13 @@ def make_plan(cfg: Config) -> list[Step]:
                     runs.append(Step("probe", name, stage_key(FORMAT_VERSION, "probe", labels_key, mae.key),
                                      stages.run_probe, {"split": split, "mae": mae}, {**params, "tasks": tasks},
                                      work=data.n_train + data.n_test, unit="images"))
+        # the probes' floors: a random encoder of the same architecture, and the pretrained one untrained
+        floors = ["random-init"] + ([] if cfg.mae.init == mae_lib.SCRATCH else ["pretrained"])
+        for floor in floors if tasks else []:
+            runs.append(Step(
+                "probe", f"{modality}-{floor}",
+                stage_key(FORMAT_VERSION, "probe", architecture, weights, labels_key, modality, floor, cfg.seed),
+                stages.run_probe, {"split": split}, {"modality": modality, "condition": floor, "tasks": tasks},
+                work=data.n_train + data.n_test, unit="images",
+            ))
     return plan + runs
