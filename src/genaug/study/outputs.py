@@ -1,6 +1,7 @@
 """Reading what stages wrote: the one place that knows their files, for later stages and the report.
 
-    split/<name>-<key>/   frames.safetensors (uint8 pool/train/test sets), split.json (ids, day/night)
+    split/<name>-<key>/   frames.safetensors (uint8 pool/train/test sets), split.json (ids, day/night,
+                          the probe's labels per set and task, and each task's class names)
     <generator>/...       images/*.png listed in manifest.json["images"]: the synthetic set
     eval/<name>-<key>/    per_image.csv: image_id, night, masked_mse, psnr
 """
