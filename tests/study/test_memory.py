@@ -17,21 +17,10 @@ from genaug.config import load_config
 from genaug.errors import UserError
 from genaug.study import resources
 from genaug.study.plan import make_plan
+from test_bad_inputs import NANO, sets  # tests/ is on the path (rootdir conftest): one nano study
 
 GiB = 1 << 30
 runner = CliRunner()
-
-# Thermal only, the real condition, one seed, four MAE steps: a complete run in seconds (as tests/test_bad_inputs.py).
-NANO = [
-    "data.n_pool=4", "data.n_train=8", "data.n_test=4", "data.scenes.n_frames=20", "data.image_size=16",
-    'study.modalities=["thermal"]', 'study.conditions=["real"]', "study.seeds=[0]",
-    "mae.preset=micro", "mae.steps=4", "mae.warmup_steps=0", "mae.batch_size=4",
-    "runtime.log_every=2", "runtime.checkpoint_every=2", "runtime.device=cpu",
-]
-
-
-def sets(*items: str) -> list[str]:
-    return [arg for item in items for arg in ("--set", item)]
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, int]]:

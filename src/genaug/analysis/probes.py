@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genaug.analysis.stats import compare, holm, verdict
+from genaug.analysis.stats import compare, holm_by_family, no_verdict_reasons, settle
 from genaug.study.store import MANIFEST
 
 METRICS = (("balanced_accuracy", "linear", "balanced_accuracy"), ("auroc", "linear", "auroc"),
@@ -101,23 +101,10 @@ def summarize(data: dict, min_seeds: int, family) -> dict:
                                                   "random_init_balanced_accuracy": floor}
     entries = {(m, t, c): e for m, tasks in out.items() for t, b in tasks.items() for c, e in b["conditions"].items()
                if "p_value" in e}
-    for name in ("primary", "secondary"):
-        members = {k: e for k, e in entries.items() if family(k[2]) == name}
-        adjusted = holm({k: e["p_value"] for k, e in members.items()})
-        size = sum(p is not None for p in adjusted.values())
-        for key, e in members.items():
-            e.update(family=name, family_size=size, p_holm=adjusted[key])
+    holm_by_family(entries, lambda key: family(key[2]))
     for (modality, task, condition), e in entries.items():
         real = out[modality][task]["conditions"]["real"]
-        reasons = [e["no_verdict_reason"]] if e.get("no_verdict_reason") else []
-        few = [f"{n} has {c['n_seeds']}" for n, c in ((condition, e), ("real", real)) if c["n_seeds"] < min_seeds]
-        if few:
-            reasons.append(f"fewer than {min_seeds} seeds ({', '.join(few)})")
-        below = [n for n, c in ((condition, e), ("real", real)) if c["beats_random_init"] is False]
-        if below:
-            reasons.append(f"{' and '.join(below)} did not beat the random-init floor")
-        e["no_verdict_reason"] = "; ".join(reasons) or None
-        e["verdict"] = "no verdict" if reasons else verdict(e["rel_change_vs_real"], e["ci95"], e["p_holm"])
+        settle(e, no_verdict_reasons(condition, e, real, min_seeds, "beats_random_init", "random-init floor"))
     return out
 
 

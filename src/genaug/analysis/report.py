@@ -16,7 +16,7 @@ import numpy as np
 
 from genaug import faults
 from genaug.analysis import health, probes
-from genaug.analysis.stats import compare, holm, seed_summary, verdict
+from genaug.analysis.stats import compare, holm_by_family, no_verdict_reasons, seed_summary, settle
 from genaug.errors import UserError
 from genaug.study.store import MANIFEST, PLAN_FILE, PROVENANCE_FILE, load_plan, write_json_atomic, write_text_atomic
 
@@ -187,28 +187,16 @@ def decide(summary: dict, flagged: dict[tuple[str, str], list[str]], on_unhealth
     (`compare`'s own reason), or a flagged run when `study.on_unhealthy = "stop"`."""
     entries = {(m, c): e for m, block in summary["modalities"].items() for c, e in block["conditions"].items()
                if "p_value" in e}
-    any_flag = bool(summary.get("health"))
-    for name in ("primary", "secondary"):
-        members = {k: e for k, e in entries.items() if family(k[1]) == name}
-        adjusted = holm({k: e["p_value"] for k, e in members.items()})
-        size = sum(p is not None for p in adjusted.values())
-        for key, e in members.items():
-            e.update(family=name, family_size=size, p_holm=adjusted[key])
+    holm_by_family(entries, lambda key: family(key[1]))
+    stop = bool(summary.get("health")) and on_unhealthy == "stop"
     for (modality, condition), e in entries.items():
         block = summary["modalities"][modality]
-        real = block["conditions"]["real"]
-        reasons = [e["no_verdict_reason"]] if e.get("no_verdict_reason") else []
-        few = [f"{name} has {n}" for name, n in ((condition, e["n_seeds"]), ("real", real["n_seeds"])) if n < MIN_SEEDS]
-        if few:
-            reasons.append(f"fewer than {MIN_SEEDS} seeds ({', '.join(few)})")
-        below = [name for name, c in ((condition, e), ("real", real)) if not c["beats_mean_predictor"]]
-        if below:
-            reasons.append(f"{' and '.join(below)} did not beat the floor ({block['floor']})")
+        reasons = no_verdict_reasons(condition, e, block["conditions"]["real"], MIN_SEEDS, "beats_mean_predictor",
+                                     f"floor ({block['floor']})")
         e["flagged_runs"] = sorted(set(flagged.get((modality, condition), []) + flagged.get((modality, "real"), [])))
-        if any_flag and on_unhealthy == "stop":
+        if stop:
             reasons.append(f"{len(summary['health'])} run health flag(s) and study.on_unhealthy = 'stop'")
-        e["no_verdict_reason"] = "; ".join(reasons) or None
-        e["verdict"] = "no verdict" if reasons else verdict(e["rel_change_vs_real"], e["ci95"], e["p_holm"])
+        settle(e, reasons)
 
 
 def modality_sensitivity(block: dict, summary: dict, target: float) -> dict | None:

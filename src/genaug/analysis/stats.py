@@ -370,6 +370,40 @@ def holm(p_values: dict[str, float | None]) -> dict[str, float | None]:
     return adjusted
 
 
+def holm_by_family(entries: dict, family_of) -> None:
+    """Holm within each family: `entries` key -> a `compare` result, `family_of(key)` -> its family's
+    name. Adds family, family_size (the comparisons with a p) and p_holm to every entry."""
+    families: dict[str, list] = {}
+    for key in entries:
+        families.setdefault(family_of(key), []).append(key)
+    for name, keys in families.items():
+        adjusted = holm({key: entries[key]["p_value"] for key in keys})
+        size = sum(p is not None for p in adjusted.values())
+        for key in keys:
+            entries[key].update(family=name, family_size=size, p_holm=adjusted[key])
+
+
+def no_verdict_reasons(condition: str, entry: dict, real: dict, min_seeds: int, beats_floor: str, floor: str) -> list[str]:
+    """Why the evidence cannot carry a verdict on `entry` (a Holm-corrected `compare` result of `condition`
+    against `real`): compare's own reason, fewer than `min_seeds` seeds on a side, a side whose
+    `beats_floor` key is False (it did not beat `floor`). [] when nothing stands in the way."""
+    reasons = [entry["no_verdict_reason"]] if entry.get("no_verdict_reason") else []
+    sides = ((condition, entry), ("real", real))
+    few = [f"{name} has {side['n_seeds']}" for name, side in sides if side["n_seeds"] < min_seeds]
+    if few:
+        reasons.append(f"fewer than {min_seeds} seeds ({', '.join(few)})")
+    below = [name for name, side in sides if side[beats_floor] is False]
+    if below:
+        reasons.append(f"{' and '.join(below)} did not beat the {floor}")
+    return reasons
+
+
+def settle(entry: dict, reasons: list[str]) -> None:
+    """The entry's verdict: "no verdict" with `reasons` joined, else `verdict` from its interval and p_holm."""
+    entry["no_verdict_reason"] = "; ".join(reasons) or None
+    entry["verdict"] = "no verdict" if reasons else verdict(entry["rel_change_vs_real"], entry["ci95"], entry["p_holm"])
+
+
 def verdict(rel: float | None, ci95: list[float] | None, p_holm: float | None, alpha: float = 0.05) -> str:
     """"improvement" (lower error: CI entirely below 0 and p_holm < alpha), "harm" (CI entirely above 0
     and p_holm < alpha), else "no detectable difference" (also when rel, ci95 or p_holm is missing, as
