@@ -722,7 +722,7 @@ def representation_blocks(summary: dict, probe_data: dict, run: RunData, out: Pa
         return []
     pseudo = {"modalities": {f"{m} {task}": {"conditions": b["conditions"]} for m, tasks in probe.items()
                              for task, b in tasks.items()}}
-    pictures = [*figure_effects(pseudo, out, "probe_effects.png", "the linear probe's test log-loss"),
+    pictures = [*figure_effects(pseudo, out, "probe_effects.png", "linear-probe log-loss"),
                 *probes.figure_scatter(probe, probe_data, run.root, run.steps, out, save_figure)]
     return [("h2", "Representations"),
             ("p", "Does the condition make the encoder's features better? Each MAE's frozen encoder (no masking, "
