@@ -22,17 +22,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from genaug.errors import UserError
+from genaug.generators.registry import parse as parse_generator
+from genaug.study.conditions import NAMES as CONDITION_NAMES
 
 Modality = Literal["rgb", "thermal"]
-# real+gen: one condition per configured generator (real+gen:<name>). The controls: real-x2 repeats the
-# real images to the real+gen count; real+classic adds as many classically augmented copies; real+real
-# adds as many held-back real frames (the generator pool's): the upper bound and the positive control;
-# real+noise adds noise images with the real set's per-channel mean and std: the negative control;
-# real-aa trains on the real images again with other seeds: the A/A check, which must not differ.
-Condition = Literal["real", "real+gen", "real-x2", "real+classic", "real+real", "real+noise", "real-aa"]
+# What each condition adds and how it seeds: genaug.study.conditions.CONDITIONS.
+Condition = Literal[CONDITION_NAMES]
 
 
 class Strict(BaseModel):
@@ -255,25 +253,40 @@ class MAEConfig(Strict):
     augment: AugmentConfig = AugmentConfig()
 
 
-RGBGenerator = Literal["ddpm"]
-# "ddpm>cyclegan": DDPM's synthetic RGB images translated to thermal by the CycleGAN (a chain).
-ThermalGenerator = Literal["cyclegan", "pix2pix", "vit_translator",
-                           "ddpm>cyclegan", "ddpm>pix2pix", "ddpm>vit_translator"]
-TRANSLATORS = ("cyclegan", "pix2pix", "vit_translator")
-
-
 class GeneratorChoice(Strict):
-    """Which generators make each modality's synthetic images: each gives its own real+gen:<name> condition."""
+    """Which generators make each modality's synthetic images: each gives its own real+gen:<name> condition.
+    The entries and what each means: genaug.generators.registry (ddpm, cyclegan, pix2pix, vit_translator,
+    folder:<path>, pipeline:<path or hub id>, <rgb entry>><translator>)."""
 
-    rgb: list[RGBGenerator] = Field(["ddpm"], min_length=1)
-    thermal: list[ThermalGenerator] = Field(
+    rgb: list[str] = Field(["ddpm"], min_length=1, description="ddpm; folder:<path> (your own images); "
+                           "pipeline:<path or hub id> (an unconditional diffusers pipeline on this machine)")
+    thermal: list[str] = Field(
         ["cyclegan"], min_length=1, description="cyclegan: unpaired; pix2pix: aligned pairs; vit_translator: "
-        "the seed's baseline; ddpm>X: DDPM's RGB samples translated by X")
+        "the seed's baseline; ddpm: thermal sampled directly; ddpm>X: DDPM's RGB samples translated by X; "
+        "folder:<path>; pipeline:<path or hub id>")
 
+    @model_validator(mode="after")
+    def _known(self) -> GeneratorChoice:
+        for modality in ("rgb", "thermal"):
+            entries = [parse_generator(text, modality) for text in getattr(self, modality)]
+            names = [e.name for e in entries]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"study.generators.{modality}: two entries are named '{twice[0]}' (the condition "
+                                 f"real+gen:{twice[0]}); list each once, or rename one folder")
+        return self
 
-def generator_parts(name: str) -> list[str]:
-    """'ddpm>cyclegan' -> ['ddpm', 'cyclegan']: the trained generators a synthetic set comes from."""
-    return name.split(">")
+    def entries(self, modality: str):
+        """-> [registry.Entry] of study.generators.<modality>, parsed."""
+        return [parse_generator(text, modality) for text in getattr(self, modality)]
+
+    def entry(self, modality: str, name: str):
+        """The entry of study.generators.<modality> whose condition is real+gen:<name>; a chain's source is
+        looked up among the RGB entries it was parsed from."""
+        for entry in self.entries(modality) + [e.source for e in self.entries("thermal") if e.source]:
+            if entry.name == name and entry.modality == modality:
+                return entry
+        raise KeyError(f"study.generators.{modality} has no generator named {name}")
 
 
 class StudyConfig(Strict):
@@ -352,6 +365,25 @@ class RuntimeConfig(Strict):
     memory_check: bool = Field(True, description="on the CPU, refuse a stage whose estimated peak memory exceeds "
                                "the memory available (MemAvailable, within the cgroup's limit) before it starts; "
                                "false: run it anyway (swap, or an estimate you know to be high)")
+    # accelerate's trackers (genaug.tracking.TRACKERS); changes no result, so it enters no stage key
+    log_with: Literal["none", "tensorboard", "wandb", "trackio", "comet_ml", "aim", "mlflow", "clearml", "dvclive",
+                      "swanlab"] = Field(
+        "none", description="also send every training stage's logged losses and learning rates to this tracker, "
+        "one run per stage folder (TensorBoard: RUN_DIR/tracking, `tensorboard --logdir RUN_DIR/tracking`); "
+        "none = only the stages' log.jsonl")
+
+    @field_validator("log_with")
+    @classmethod
+    def _tracker_installed(cls, name: str) -> str:
+        """A tracker that is not installed fails here, before any stage runs, not at the first training stage."""
+        from pydantic_core import PydanticCustomError
+
+        from genaug.tracking import missing
+
+        problem = missing(name)
+        if problem:
+            raise PydanticCustomError("tracker_missing", problem)
+        return name
 
 
 class SlurmConfig(Strict):
@@ -429,18 +461,15 @@ class Config(Strict):
                              f"from the generator pool, but data.n_pool = {d.n_pool}; lower one or raise the other")
         if "real+gen" in study.conditions:
             for modality in study.modalities:
-                names = getattr(study.generators, modality)
-                if len(set(names)) != len(names):
-                    raise ValueError(f"study.generators.{modality} = {names} repeats an entry; list each once")
-                for name in names:
-                    parts = generator_parts(name)
-                    if modality == "thermal" and len(parts) == 1 and study.n_synthetic > d.n_pool:
+                for entry in study.generators.entries(modality):
+                    if entry.spec.how == "translates" and entry.source is None and study.n_synthetic > d.n_pool:
                         raise ValueError(
                             f"study.n_synthetic = {study.n_synthetic} thermal images are translated from "
-                            f"distinct pool frames by {name}, but data.n_pool = {d.n_pool}; lower one or "
+                            f"distinct pool frames by {entry.name}, but data.n_pool = {d.n_pool}; lower one or "
                             "raise the other")
-                    for part in parts:
-                        _check_generator(self, part)
+                    for part in entry.parts():
+                        if part.spec.trains:
+                            _check_generator(self, part.spec.name)
         return self
 
 
@@ -472,6 +501,10 @@ def _check_generator(cfg: Config, name: str) -> None:
         if ddpm.sample_steps > ddpm.train_timesteps:
             raise ValueError(f"ddpm.sample_steps = {ddpm.sample_steps} is more than ddpm.train_timesteps = "
                              f"{ddpm.train_timesteps}; lower it")
+        if ddpm.sampler == "dpmsolver++" and ddpm.sample_steps >= ddpm.train_timesteps:
+            # diffusers' multistep solver indexes one step past the schedule at T steps of T
+            raise ValueError(f"ddpm.sample_steps = {ddpm.sample_steps} with dpmsolver++ needs fewer than "
+                             f"ddpm.train_timesteps = {ddpm.train_timesteps} steps; lower it (20 is plenty)")
     elif name in ("cyclegan", "pix2pix"):
         gan = getattr(cfg, name)
         unet = name == "pix2pix" or gan.generator == "unet"

@@ -171,7 +171,7 @@ def test_ctrl_c_stops_with_a_checkpoint_and_says_how_to_resume(uninterrupted, tm
     assert status.exit_code == 0, status.output
     assert status.output.strip().endswith(f"1 done, 1 running, {len(labels) - 2} pending")
     assert [states[label]["state"] for label in labels] == ["done", "running"] + ["pending"] * (len(labels) - 2)
-    assert states["cyclegan cyclegan"]["detail"].startswith("at checkpoint-")
+    assert states["cyclegan thermal-cyclegan"]["detail"].startswith("at checkpoint-")
 
     assert child.returncode == 130, stderr[-2000:]
     line = stderr.strip().splitlines()[-1]
@@ -181,7 +181,7 @@ def test_ctrl_c_stops_with_a_checkpoint_and_says_how_to_resume(uninterrupted, tm
     assert list(checkpoints.glob(f".checkpoints-*/checkpoint-{stopped_at}"))  # saved at the step it stopped
     assert not (out / ".lock").exists()
     states = {f"{row['stage']} {row['name']}": row for row in step_states(out)}
-    assert (states["cyclegan cyclegan"]["state"], states["cyclegan cyclegan"]["detail"]) == (
+    assert (states["cyclegan thermal-cyclegan"]["state"], states["cyclegan thermal-cyclegan"]["detail"]) == (
         "pending", f"resumes from checkpoint-{stopped_at}")
 
 

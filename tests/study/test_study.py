@@ -127,16 +127,16 @@ def test_each_generator_gives_its_own_condition(tmp_path):
     names = ["pix2pix", "vit_translator", "ddpm>pix2pix"]
     assert set(summary["modalities"]["thermal"]["conditions"]) == {"real", *(f"real+gen:{n}" for n in names)}
     assert set(summary["synthetic"]["thermal"]) == set(names)
-    chain = json.loads(next((out / "chain").glob("ddpm-to-pix2pix-*/manifest.json")).read_text())
-    ddpm = next((out / "ddpm").glob("ddpm-*"))
+    chain = json.loads(next((out / "chain").glob("thermal-ddpm-to-pix2pix-*/manifest.json")).read_text())
+    ddpm = next((out / "ddpm").glob("rgb-ddpm-*"))
     assert chain["translated_from"] == ddpm.name and len(chain["images"]) == 16
     # the chain's images are the DDPM's samples through the pix2pix generator, not its pool translations
     from genaug.generators.networks import translate
     from genaug.generators.translators import load_translator
     from genaug.study.outputs import load_synthetic
 
-    net, _ = load_translator(next((out / "pix2pix").glob("pix2pix-*")))
-    chained = load_synthetic(next((out / "chain").glob("ddpm-to-pix2pix-*")))
+    net, _ = load_translator(next((out / "pix2pix").glob("thermal-pix2pix-*")))
+    chained = load_synthetic(next((out / "chain").glob("thermal-ddpm-to-pix2pix-*")))
     assert torch.equal(chained, translate(net, load_synthetic(ddpm)))
     assert summary["synthetic"]["thermal"]["vit_translator"]["init"] == "scratch"  # offline: no pretrained ViT
 
@@ -228,7 +228,7 @@ def rebuilt_by(*change):
 
 
 def test_plan_keys_follow_dependencies():
-    assert rebuilt_by("ddpm.steps=7") == ["ddpm/ddpm", "eval/rgb-real+gen-ddpm-seed0", "eval/rgb-real+gen-ddpm-seed1",
+    assert rebuilt_by("ddpm.steps=7") == ["ddpm/rgb-ddpm", "eval/rgb-real+gen-ddpm-seed0", "eval/rgb-real+gen-ddpm-seed1",
                                           "mae/rgb-real+gen-ddpm-seed0", "mae/rgb-real+gen-ddpm-seed1",
                                           "probe/rgb-real+gen-ddpm-seed0", "probe/rgb-real+gen-ddpm-seed1"]
     gen = {"rgb": "ddpm", "thermal": "cyclegan"}
@@ -251,18 +251,18 @@ def test_of_runtime_only_precision_and_the_log_interval_retrain():
     trained = rebuilt_by("runtime.log_every=7")
     assert {f.split("/")[0] for f in trained} == {"ddpm", "cyclegan", "mae", "eval", "probe"}
     assert "split/split" not in trained and not [f for f in trained if "mean-predictor" in f]
-    ddpm_and_after = ["ddpm/ddpm", *(f"{stage}/rgb-real+gen-ddpm-seed{s}" for stage in ("eval", "mae", "probe")
+    ddpm_and_after = ["ddpm/rgb-ddpm", *(f"{stage}/rgb-real+gen-ddpm-seed{s}" for stage in ("eval", "mae", "probe")
                                      for s in (0, 1))]
     # the quickstart's auto trains the DDPM in bf16 on a CPU with bf16 arithmetic, everything else in fp32
     assert rebuilt_by("runtime.precision='fp32'") == (ddpm_and_after if cpu_computes_bf16() else [])
     # bf16 everywhere: every MAE changes precision, and the DDPM too unless it was bf16 already
-    assert rebuilt_by("runtime.precision='bf16'") == (sorted(set(trained) - {"ddpm/ddpm"}) if cpu_computes_bf16()
+    assert rebuilt_by("runtime.precision='bf16'") == (sorted(set(trained) - {"ddpm/rgb-ddpm"}) if cpu_computes_bf16()
                                                      else trained)
 
 
 def test_pool_size_retrains_generators_not_real_maes():
     rebuilt = rebuilt_by("data.n_pool=40")
-    assert "split/split" in rebuilt and "ddpm/ddpm" in rebuilt and "cyclegan/cyclegan" in rebuilt
+    assert "split/split" in rebuilt and "ddpm/rgb-ddpm" in rebuilt and "cyclegan/thermal-cyclegan" in rebuilt
     assert not [f for f in rebuilt if "real-seed" in f or "mean-predictor" in f]
 
 

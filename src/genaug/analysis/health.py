@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genaug.generators.registry import GENERATORS
 from genaug.study.store import MANIFEST
 
 RISE = 1.25
@@ -40,7 +41,7 @@ NEAR_FLOOR = 0.8
 MIN_ROWS = 5  # fewer logged rows say nothing about a curve's shape
 
 # stage -> the logged loss the rules read: the one that must go down in a healthy run
-WATCHED = {"mae": "loss", "ddpm": "loss", "cyclegan": "cycle", "pix2pix": "G_L1", "vit_translator": "mse"}
+WATCHED = {"mae": "loss", **{name: spec.watched for name, spec in GENERATORS.items() if spec.watched}}
 
 RULES = [
     f"diverged: the training loss ended (mean of the last tenth of its logged rows) at least {RISE}x its best "

@@ -44,9 +44,9 @@ class RunData:
 
     def generators(self) -> list[dict]:
         """Every step that made a synthetic set: trained generators and chains."""
-        from genaug.study.stages import GENERATOR_STAGES
+        from genaug.generators.registry import SYNTHETIC_STAGES
 
-        return [s for s in self.steps if s["stage"] in GENERATOR_STAGES or s["stage"] == "chain"]
+        return [s for s in self.steps if s["stage"] in SYNTHETIC_STAGES]
 
     def path(self, step: dict) -> Path:
         return self.root / step["folder"]
@@ -162,18 +162,23 @@ def family(condition: str) -> str:
 
 def flagged_by_condition(flags: list[dict], steps: list[dict]) -> dict[tuple[str, str], list[str]]:
     """(modality, condition) -> the flagged runs its comparison rests on: its own seeds', and for a
-    `real+gen` condition the generators its images came from (a chain's parts too)."""
-    params = {s["name"]: s["params"] for s in steps}
+    `real+gen` condition the generators its images came from (a chain's parts too), by the steps' inputs."""
+    by_folder = {s["folder"]: s for s in steps}
+
+    def upstream(step: dict) -> set[str]:
+        names = {step["name"]}
+        for folder in step.get("inputs", {}).values():
+            if folder in by_folder and by_folder[folder]["stage"] != "split":
+                names |= upstream(by_folder[folder])
+        return names
+
+    flagged = {f["run"] for f in flags}
     out: dict[tuple[str, str], list[str]] = {}
-    for f in flags:
-        p = params.get(f["run"], {})
-        if "condition" in p:
-            out.setdefault((p["modality"], p["condition"]), []).append(f["run"])
-        else:  # a generator: every condition whose synthetic images it made
-            for s in steps:
-                c = s["params"].get("condition", "")
-                if s["stage"] == "mae" and c.startswith("real+gen:") and f["run"] in c.split(":")[1].split("@")[0].split(">"):
-                    out.setdefault((s["params"]["modality"], c), []).append(f["run"])
+    for s in steps:
+        if s["stage"] == "mae":
+            runs = sorted(upstream(s) & flagged)
+            if runs:
+                out.setdefault((s["params"]["modality"], s["params"]["condition"]), []).extend(runs)
     return {k: sorted(set(v)) for k, v in out.items()}
 
 
@@ -268,14 +273,17 @@ def figure_losses(run: RunData, out: Path) -> list[tuple[Path, str]]:
                     "the highest seed. Not comparable across conditions: a condition's loss includes its extra "
                     "images; compare the held-out table"))
 
-    generators = [s for s in run.generators() if s["stage"] != "chain"]  # a chain trains nothing
+    from genaug.generators.registry import TRAINED
+
+    generators = [s for s in run.generators() if s["stage"] in TRAINED]  # a chain or a folder trains nothing
     if generators:
         fig, axes = plt.subplots(1, len(generators), figsize=(5.5 * len(generators), 3.6), squeeze=False)
         for ax, step in zip(axes[0], generators):
             log = _read_jsonl(run.path(step) / "log.jsonl")
             for name in (k for k in log[0] if k != "step"):
                 ax.plot([r["step"] for r in log], [r[name] for r in log], label=name)
-            ax.set(title=f"{step['params']['generator']} training loss", xlabel="optimiser step")
+            ax.set(title=f"{step['params']['modality']} {step['params']['generator']} training loss",
+                   xlabel="optimiser step")
             ax.legend(fontsize=7)
         fig.tight_layout()
         save_figure(fig, out / "generator_training_loss.png")

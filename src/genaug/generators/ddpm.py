@@ -207,15 +207,18 @@ def sample(pipeline_dir: Path, n: int, sampler: str, steps: int, batch_size: int
     from genaug.errors import UserError
 
     cuda = torch.device(device).type == "cuda"
+    # The UNet and the scheduler's config, not the pipeline class: any unconditional pipeline folder
+    # (DDPMPipeline, DDIMPipeline, genaug's or diffusers' example scripts') samples the same way.
     try:
-        pipeline = diffusers.DDPMPipeline.from_pretrained(pipeline_dir, use_safetensors=True,
-                                                          torch_dtype=torch.bfloat16 if cuda else None)
+        unet = diffusers.UNet2DModel.from_pretrained(pipeline_dir, subfolder="unet", use_safetensors=True,
+                                                     torch_dtype=torch.bfloat16 if cuda else None)
+        scheduler_config = diffusers.DDPMScheduler.load_config(pipeline_dir, subfolder="scheduler")
     except (OSError, ValueError, SafetensorError) as e:
         raise UserError(f"{pipeline_dir}: the DDPM pipeline does not load ({e.__class__.__name__}); genaug reads "
                         "safetensors weights only; train it again") from None
     cls_name, extra = SAMPLERS[sampler]
-    scheduler = getattr(diffusers, cls_name).from_config(pipeline.scheduler.config, **extra)
-    unet = pipeline.unet.to(device).eval()
+    scheduler = getattr(diffusers, cls_name).from_config(scheduler_config, **extra)
+    unet = unet.to(device).eval()
     compiled, _ = sampling_compile_decision(device, steps, compile_unet)
     if compiled:
         unet = FixedBatch(unet, min(batch_size, n), torch.compile(unet, mode="reduce-overhead", dynamic=False))

@@ -28,8 +28,10 @@ def build(cfg: Pix2PixConfig, channels_a: int, channels_b: int) -> dict[str, tor
     }
 
 
-def train(cfg: Pix2PixConfig, images_a: torch.Tensor, images_b: torch.Tensor, seed: int, trainer: Trainer):
-    """Aligned uint8 `images_a` (N, Ca, S, S) and `images_b` (N, Cb, S, S) -> (networks, logged rows)."""
+def train(cfg: Pix2PixConfig, images_a: torch.Tensor, images_b: torch.Tensor, seed: int, trainer: Trainer,
+          log_note=print):
+    """Aligned uint8 `images_a` (N, Ca, S, S) and `images_b` (N, Cb, S, S) -> (networks, logged rows).
+    `log_note` is the translators' shared way to state a fact about the run (this one has none to state)."""
     if len(images_a) != len(images_b):
         raise ValueError("pix2pix needs aligned pairs: as many A images as B images")
     torch.manual_seed(seed)

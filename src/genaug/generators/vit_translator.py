@@ -186,8 +186,10 @@ def build(cfg: VitTranslatorConfig, channels_a: int, channels_b: int, image_size
     return {"netG": VitTranslator(encoder, channels_b, cfg.decoder_channels, mean, std, init_used)}
 
 
-def train(cfg: VitTranslatorConfig, images_a: torch.Tensor, images_b: torch.Tensor, seed: int, trainer: Trainer):
-    """Aligned uint8 `images_a` (N, Ca, S, S) and `images_b` (N, Cb, S, S) -> (networks, logged rows)."""
+def train(cfg: VitTranslatorConfig, images_a: torch.Tensor, images_b: torch.Tensor, seed: int, trainer: Trainer,
+          log_note=print):
+    """Aligned uint8 `images_a` (N, Ca, S, S) and `images_b` (N, Cb, S, S) -> (networks, logged rows).
+    `log_note` is the translators' shared way to state a fact about the run (this one has none to state)."""
     if len(images_a) != len(images_b):
         raise ValueError("vit_translator needs aligned pairs: as many A images as B images")
     torch.manual_seed(seed)

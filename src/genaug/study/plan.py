@@ -10,10 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from genaug.config import Config, generator_parts, stage_key
+from genaug.config import Config, stage_key
 from genaug.data.labels import labels_slice, resolve_tasks
 from genaug.engine import precision
+from genaug.generators import external
+from genaug.generators.registry import Entry
 from genaug.study import stages
+from genaug.study.conditions import spec_of
 from genaug.study.store import FORMAT_VERSION
 
 
@@ -49,9 +52,6 @@ def generator_steps(cfg: Config, name: str) -> int:
     return cfg.ddpm.total_steps(cfg.data.n_pool) if name == "ddpm" else getattr(cfg, name).steps
 
 
-NO_EXTRA = ("real", "real-aa")  # the conditions that add no images to the real ones
-
-
 def mae_steps(cfg: Config, n_extra: int) -> int:
     """Optimiser steps of one MAE: mae.steps for every condition (budget "steps"), or mae.epochs passes
     over the condition's own images, real + n_extra (budget "epochs", the seed's: more images, more steps)."""
@@ -77,31 +77,38 @@ def make_plan(cfg: Config) -> list[Step]:
     def training(stage: str) -> dict:
         return {"precision": precision(cfg.runtime, stage)[0], "log_every": cfg.runtime.log_every}
 
-    # Synthetic sets by generator name; a chain ("ddpm>cyclegan") reuses the steps of its parts.
-    generators: dict[str, Step] = {}
+    # Synthetic sets by (modality, entry name); a chain ("ddpm>cyclegan") reuses the steps of its parts.
+    generators: dict[tuple[str, str], Step] = {}
 
-    def generator_step(name: str) -> Step:
-        if name in generators:
-            return generators[name]
-        parts = generator_parts(name)
-        if len(parts) == 1:
-            section = getattr(cfg, name)
-            steps = generator_steps(cfg, name)
+    def generator_step(entry: Entry) -> Step:
+        if (entry.modality, entry.name) in generators:
+            return generators[(entry.modality, entry.name)]
+        spec, made = entry.spec, {"modality": entry.modality, "generator": entry.name}
+        name = f"{entry.modality}-{slug(entry.name)}"
+        if entry.source is not None:
+            source, translator = (generator_step(part) for part in entry.parts())
+            step = Step("chain", name, stage_key(FORMAT_VERSION, "chain", entry.name, cfg.quality, source.key,
+                                                 translator.key),
+                        stages.run_chain, {"split": split, "source": source, "translator": translator},
+                        made, work=study.n_synthetic, unit="images")
+        elif spec.trains:
+            steps = generator_steps(cfg, spec.name)
             step = Step(
-                name, name,
-                stage_key(FORMAT_VERSION, name, section, training(name), cfg.quality, cfg.seed, study.n_synthetic,
-                          frames_key),
-                stages.GENERATOR_STAGES[name], {"split": split},
-                {"modality": "rgb" if name == "ddpm" else "thermal", "generator": name, "steps": steps},
+                spec.name, name,
+                stage_key(FORMAT_VERSION, spec.name, entry.modality, getattr(cfg, spec.name), training(spec.name),
+                          cfg.quality, cfg.seed, study.n_synthetic, frames_key),
+                getattr(stages, spec.runner), {"split": split}, {**made, "steps": steps},
                 work=steps + study.n_synthetic, label=f"{steps} steps + {study.n_synthetic} images",
             )
-        else:
-            source, translator = (generator_step(part) for part in parts)
-            step = Step("chain", slug(name), stage_key(FORMAT_VERSION, "chain", name, cfg.quality, source.key,
-                                                       translator.key),
-                        stages.run_chain, {"split": split, "source": source, "translator": translator},
-                        {"modality": "thermal", "generator": name}, work=study.n_synthetic, unit="images")
-        generators[name] = step
+        else:  # made elsewhere: its content (external.fingerprint) keys it, so a changed folder rebuilds
+            fingerprint = external.fingerprint(cfg, entry)
+            step = Step(spec.name, name,
+                        stage_key(FORMAT_VERSION, spec.name, entry.modality, fingerprint, cfg.quality, cfg.seed,
+                                  study.n_synthetic, frames_key),
+                        getattr(stages, spec.runner), {"split": split},
+                        {**made, "argument": entry.argument, "fingerprint": fingerprint["summary"]},
+                        work=study.n_synthetic, unit="images")
+        generators[(entry.modality, entry.name)] = step
         return step
 
     # modality -> [(condition, synthetic set or None, extra images)]; the ratio sweep adds <condition>@<r>
@@ -110,12 +117,13 @@ def make_plan(cfg: Config) -> list[Step]:
         base: list[tuple[str, Step | None]] = []
         for condition in study.conditions:
             if condition == "real+gen":
-                base += [(f"real+gen:{name}", generator_step(name)) for name in getattr(study.generators, modality)]
+                base += [(f"real+gen:{entry.name}", generator_step(entry))
+                         for entry in study.generators.entries(modality)]
             else:
                 base.append((condition, None))
-        conditions[modality] = [(c, g, 0 if c in NO_EXTRA else study.n_synthetic) for c, g in base]
+        conditions[modality] = [(c, g, study.n_synthetic if spec_of(c).extra else 0) for c, g in base]
         conditions[modality] += [(f"{c}@{r:g}", g, round(r * data.n_train)) for r in study.ratios
-                                 for c, g in base if c not in NO_EXTRA]
+                                 for c, g in base if spec_of(c).extra]
     plan += generators.values()
 
     eval_slice = cfg.eval.model_dump(exclude={"batch_size", "paper_epochs_dropped"})  # change no eval result

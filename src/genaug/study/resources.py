@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from genaug.config import Config, generator_parts
+from genaug.config import Config
+from genaug.generators.registry import GENERATORS, SYNTHETIC_STAGES, TRANSLATORS
 from genaug.errors import UserError
 
 MB = 1 << 20
@@ -17,11 +18,8 @@ GB = 1 << 30
 HEADROOM = 64 * MB  # logs, manifests, figures, and what the estimate leaves out
 
 # the config keys whose batch sizes decide a stage's memory
-BATCH_KEYS = {
-    "mae": ["mae.batch_size"], "ddpm": ["ddpm.batch_size", "ddpm.sample_batch_size"],
-    "cyclegan": ["cyclegan.batch_size"], "pix2pix": ["pix2pix.batch_size"],
-    "vit_translator": ["vit_translator.batch_size"], "chain": ["ddpm.sample_batch_size"], "eval": ["eval.batch_size"],
-}
+BATCH_KEYS = {"mae": ["mae.batch_size"], "eval": ["eval.batch_size"], "chain": ["ddpm.sample_batch_size"],
+              **{name: list(spec.batch_keys) for name, spec in GENERATORS.items()}}
 
 
 _counted: dict[tuple, int] = {}
@@ -51,7 +49,7 @@ def _count(cfg: Config, stage: str, channels: int) -> int:
             from genaug.generators import ddpm
 
             nets = [ddpm.build_unet(cfg.ddpm, cfg.ddpm.image_size or size, channels)]
-        elif stage in ("cyclegan", "pix2pix"):
+        elif stage in TRANSLATORS and stage != "vit_translator":
             from importlib import import_module
 
             nets = list(import_module(f"genaug.generators.{stage}").build(getattr(cfg, stage), 3, channels).values())
@@ -66,7 +64,7 @@ def disk_need(cfg: Config, stage: str, params: dict, images: int) -> int:
     runtime.checkpoints_total_limit), its images as PNG (at most raw size), and headroom."""
     channels = 1 if params.get("modality") == "thermal" and cfg.data.thermal_channels == 1 else 3
     weights = 4 * parameter_count(cfg, stage, channels)
-    saved = weights * (2 if stage == "ddpm" else 1)
+    saved = weights * (GENERATORS[stage].saved_copies if stage in GENERATORS else 1)
     checkpoints = 4 * weights * cfg.runtime.checkpoints_total_limit if cfg.runtime.checkpoint_every else 0
     pixels = images * 3 * cfg.data.image_size**2
     return saved + checkpoints + pixels + HEADROOM
@@ -186,7 +184,7 @@ def _data_need(cfg: Config, stage: str) -> int:
     d = cfg.data
     frames = (d.n_pool + d.n_train + d.n_test) * (3 + d.thermal_channels) * d.image_size**2
     synthetic = cfg.study.n_synthetic * 3 * d.image_size**2
-    if stage in ("ddpm", "cyclegan", "pix2pix", "vit_translator", "chain"):
+    if stage in SYNTHETIC_STAGES:
         return frames + 5 * synthetic
     if stage == "mae":
         return frames + 2 * synthetic
@@ -218,7 +216,7 @@ def _trace_stage(cfg: Config, stage: str, channels: int, params: dict) -> int:
         batch = cfg.eval.batch_size or 64
         return _bytes(model) + ACTIVATIONS * live_peak(
             model, {"pixel_values": torch.empty(batch, channels, size, size, device="meta")})
-    if stage in ("cyclegan", "pix2pix", "vit_translator"):
+    if stage in TRANSLATORS:
         thermal = cfg.data.thermal_channels
         nets = _translator_on_meta(cfg, stage, 3, thermal, size)
         batch = getattr(cfg, stage).batch_size
@@ -231,7 +229,7 @@ def _trace_stage(cfg: Config, stage: str, channels: int, params: dict) -> int:
             total += uses * ACTIVATIONS * live_peak(net, inputs, lambda out: (out[0] if isinstance(out, tuple) else out).float().mean())
         return total
     if stage == "chain":
-        translator = generator_parts(params.get("generator", "ddpm>cyclegan"))[-1]
+        translator = params.get("generator", "ddpm>cyclegan").rpartition(">")[2]
         nets = _translator_on_meta(cfg, translator, 3, cfg.data.thermal_channels, size)
         net = nets.get("netG_A", nets.get("netG"))
         return _bytes(net) + ACTIVATIONS * live_peak(net, _image_inputs(net, 64, size))  # networks.translate's batch

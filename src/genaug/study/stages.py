@@ -27,6 +27,8 @@ from genaug.data.frames import Frames
 from genaug.data.sources import open_source
 from genaug.engine import Trainer, resolve_device
 from genaug.errors import UserError
+from genaug.generators.registry import GENERATORS
+from genaug.study.conditions import spec_of
 from genaug.study.outputs import load_split, load_synthetic
 
 
@@ -87,12 +89,14 @@ def run_split(ctx: Context) -> None:
 
 
 def run_ddpm(ctx: Context) -> None:
+    """An unconditional DDPM trained on the pool's frames of the step's modality, then sampled."""
     from genaug.generators import ddpm
 
-    cfg, n, size = ctx.cfg.ddpm, ctx.cfg.study.n_synthetic, ctx.cfg.data.image_size
+    cfg, n, size, modality = ctx.cfg.ddpm, ctx.cfg.study.n_synthetic, ctx.cfg.data.image_size, ctx.params["modality"]
     split = load_split(ctx.inputs["split"])
     steps = ctx.params["steps"]  # the plan's count: ddpm.steps, or ddpm.epochs over the pool
-    unet, ema_unet, scheduler, _ = ddpm.train(cfg, split["pool"].rgb, ctx.cfg.seed, ctx.trainer(steps, "log.jsonl"))
+    unet, ema_unet, scheduler, _ = ddpm.train(cfg, split["pool"].modality(modality), ctx.cfg.seed,
+                                              ctx.trainer(steps, "log.jsonl"))
     ddpm.save(ctx.out, unet, scheduler, ema_unet)
     images = ddpm.sample(ctx.out / "pipeline", n, cfg.sampler, cfg.sample_steps, cfg.sample_batch_size,
                          ctx.cfg.seed, ctx.device, on_batch=lambda done: ctx.advance(steps + done),
@@ -104,42 +108,57 @@ def run_ddpm(ctx: Context) -> None:
     if trained_at != size:  # the MAE sees data.image_size: resample, and say how
         images = resize_square(images, size)
         facts["resized_to"], facts["resize"] = size, RESAMPLE_POLICY
-    write_synthetic(ctx, images, split, "rgb", "ddpm", facts)
+    write_synthetic(ctx, images, split, modality, ctx.params["generator"], facts)
 
 
-def run_cyclegan(ctx: Context) -> None:
-    from genaug.generators import cyclegan
+def run_translator(ctx: Context) -> None:
+    """An RGB -> thermal translator (CycleGAN unpaired; pix2pix and the ViT translator on aligned pool
+    pairs: frame i's RGB and thermal) trained on the pool, then used on pool RGB frames."""
+    from importlib import import_module
 
-    cfg = ctx.cfg.cyclegan
+    name = ctx.params["generator"]
+    spec, module, cfg = GENERATORS[name], import_module(f"genaug.generators.{name}"), getattr(ctx.cfg, name)
     split = load_split(ctx.inputs["split"])
     pool = split["pool"]
-    nets, _ = cyclegan.train(cfg, pool.rgb, pool.thermal, ctx.cfg.seed, ctx.trainer(cfg.steps, "log.jsonl"),
-                             log_note=ctx.note)
-    cyclegan.save(ctx.out / "model", cfg, nets, pool.rgb.shape[1], pool.thermal.shape[1], *_data_facts(ctx))
-    write_translated(ctx, nets["netG_A"], split, "cyclegan")
+    nets, _ = module.train(cfg, pool.rgb, pool.thermal, ctx.cfg.seed, ctx.trainer(cfg.steps, "log.jsonl"),
+                           log_note=ctx.note)
+    module.save(ctx.out / "model", cfg, nets, pool.rgb.shape[1], pool.thermal.shape[1], *_data_facts(ctx))
+    net = nets[spec.translating_net]
+    if hasattr(net, "init_used"):  # the ViT translator: which encoder it started from
+        ctx.manifest["init"] = net.init_used
+    write_translated(ctx, net, split, name)
 
 
-def run_pix2pix(ctx: Context) -> None:
-    from genaug.generators import pix2pix
+def run_folder(ctx: Context) -> None:
+    """`folder:<path>`: synthetic images made anywhere, fitted to the study like the real frames."""
+    from genaug.generators import external
 
-    cfg = ctx.cfg.pix2pix
+    entry = ctx.cfg.study.generators.entry(ctx.params["modality"], ctx.params["generator"])
     split = load_split(ctx.inputs["split"])
-    pool = split["pool"]  # aligned: frame i's RGB and thermal
-    nets, _ = pix2pix.train(cfg, pool.rgb, pool.thermal, ctx.cfg.seed, ctx.trainer(cfg.steps, "log.jsonl"))
-    pix2pix.save(ctx.out / "model", cfg, nets, pool.rgb.shape[1], pool.thermal.shape[1], *_data_facts(ctx))
-    write_translated(ctx, nets["netG"], split, "pix2pix")
+    ids, images = external.read_folder(ctx.cfg, entry)
+    ctx.advance(len(images))
+    write_synthetic(ctx, images, split, entry.modality, entry.name,
+                    {"folder": str(Path(entry.argument).expanduser().resolve()), "files": ids,
+                     "resize": ctx.cfg.data.resize})
 
 
-def run_vit_translator(ctx: Context) -> None:
-    from genaug.generators import vit_translator
+def run_pipeline(ctx: Context) -> None:
+    """`pipeline:<path or hub id>`: an unconditional diffusers pipeline sampled with ddpm.sampler and
+    ddpm.sample_steps at its native size (genaug's own DDPM sampler), then fitted like the real frames."""
+    from genaug.generators import ddpm, external
 
-    cfg = ctx.cfg.vit_translator
+    cfg = ctx.cfg.ddpm
+    entry = ctx.cfg.study.generators.entry(ctx.params["modality"], ctx.params["generator"])
     split = load_split(ctx.inputs["split"])
-    pool = split["pool"]  # aligned, like pix2pix: the seed trained it with MSE to the paired frame
-    nets, _ = vit_translator.train(cfg, pool.rgb, pool.thermal, ctx.cfg.seed, ctx.trainer(cfg.steps, "log.jsonl"))
-    vit_translator.save(ctx.out / "model", cfg, nets, pool.rgb.shape[1], pool.thermal.shape[1], *_data_facts(ctx))
-    ctx.manifest["init"] = nets["netG"].init_used
-    write_translated(ctx, nets["netG"], split, "vit_translator")
+    folder = external.pipeline_folder(entry)
+    images = ddpm.sample(folder, ctx.cfg.study.n_synthetic, cfg.sampler, cfg.sample_steps, cfg.sample_batch_size,
+                         ctx.cfg.seed, ctx.device, on_batch=ctx.advance, compile_unet=ctx.cfg.runtime.compile)
+    facts = {"pipeline": str(folder), "sampler": cfg.sampler, "sample_steps": cfg.sample_steps,
+             "sampled_at": images.shape[-1], "sampled_channels": images.shape[1]}
+    fitted = external.fit_to_study(images, entry.modality, ctx.cfg.data)
+    if fitted.shape[-1] != images.shape[-1]:
+        facts["resized_to"], facts["resize"] = ctx.cfg.data.image_size, ctx.cfg.data.resize
+    write_synthetic(ctx, fitted, split, entry.modality, entry.name, facts)
 
 
 def _data_facts(ctx: Context) -> tuple[int, str]:
@@ -168,7 +187,7 @@ def run_chain(ctx: Context) -> None:
 
     split = load_split(ctx.inputs["split"])
     rgb = load_synthetic(ctx.inputs["source"])
-    net, _ = load_translator(ctx.inputs["translator"] / "model")
+    net, _ = load_translator(ctx.inputs["translator"] / "model")  # saved with its translating network
     images = translate(net.to(ctx.device), rgb)
     ctx.advance(len(images))
     write_synthetic(ctx, images, split, "thermal", ctx.params["generator"],
@@ -190,10 +209,6 @@ def write_synthetic(ctx: Context, images: torch.Tensor, split: dict[str, Frames]
                         fidelity=score(images), fidelity_real_train=score(train[: len(images)]), **extra)
 
 
-# name -> stage: study.generators picks them per modality; "a>b" chains run run_chain.
-GENERATOR_STAGES = {"ddpm": run_ddpm, "cyclegan": run_cyclegan, "pix2pix": run_pix2pix,
-                    "vit_translator": run_vit_translator}
-
 
 # -------------------------------------------------------------------------------------------------- MAE
 
@@ -206,8 +221,7 @@ def run_mae(ctx: Context) -> None:
     logging.disable_progress_bar()  # the stage's own bar is the one to watch
 
     modality, condition, seed = ctx.params["modality"], ctx.params["condition"], ctx.params["seed"]
-    if condition == "real-aa":  # the A/A check: identical to real but for the seeds
-        seed += AA_SEED_OFFSET
+    seed += spec_of(condition).seed_offset  # real-aa, the A/A check: identical to real but for the seeds
     split = load_split(ctx.inputs["split"])
     real = split["train"].modality(modality)
     extra = extra_images(ctx, split, modality)
@@ -232,23 +246,13 @@ def run_mae(ctx: Context) -> None:
                         init=ctx.cfg.mae.init, normalizer=normalizer.source, norm_pix_loss=ctx.cfg.mae.norm_pix_loss)
 
 
-AA_SEED_OFFSET = 1_000_003  # real-aa seed s trains with s + this: independent of every real seed
-
-
 def extra_images(ctx: Context, split: dict[str, Frames], modality: str) -> torch.Tensor | None:
-    """What a condition adds to the real training images (uint8), or None for `real`: `n_extra` images
-    (study.n_synthetic, or round(ratio x n_train) for a ratio-sweep condition `<condition>@<ratio>`).
-
-    real+gen:<name>  that generator's synthetic set
-    real-x2          the real images again, to the same count: more steps on the same data, not new data
-    real+classic     classically augmented copies of the real images (flips, crops, jitter), seeded
-    real+real        held-back real frames (the generator pool's): what more real data would give
-    real+noise       Gaussian noise images with the real set's per-channel mean and std: must not help
-    real-aa          nothing: the real images again, trained with other seeds (the A/A check)
-    """
+    """What a condition adds to the real training images (uint8), or None when it adds nothing (its row of
+    study.conditions.CONDITIONS says what each adds): `n_extra` images (study.n_synthetic, or
+    round(ratio x n_train) for a ratio-sweep condition `<condition>@<ratio>`)."""
     condition, n = ctx.params["condition"].split("@")[0], ctx.params.get("n_extra", ctx.cfg.study.n_synthetic)
     real = split["train"].modality(modality)
-    if condition in ("real", "real-aa"):
+    if not spec_of(condition).extra:
         return None
     if "generator" in ctx.inputs:
         return load_synthetic(ctx.inputs["generator"])[:n]
