@@ -5,10 +5,10 @@ does its own forward, `trainer.backward` and optimiser steps, plus the `state` t
 training stands (networks, optimisers, schedules, EMA, samplers). The trainer owns everything around
 it: accelerate's device placement, mixed precision (`precision`, `Trainer.autocast`), one JSON line
 of mean losses every `runtime.log_every` steps (the only host synchronisation but one after the first
-step, to time it), stopping at the first non-finite loss, and checkpoints every
-`runtime.checkpoint_every` steps from which a new `fit` with the same checkpoint folder resumes:
-same weights, same data order, same random numbers as if it never stopped (the format is
-genaug/checkpoints.py's). It also decides what is compiled (`Trainer.compile`, `runtime.compile`) and
+step, to time it; the same rows go to `runtime.log_with`'s tracker, see genaug.tracking), stopping at
+the first non-finite loss, and checkpoints every `runtime.checkpoint_every` steps from which a new
+`fit` with the same checkpoint folder resumes: same weights, same data order, same random numbers as
+if it never stopped (the format is genaug/checkpoints.py's). It also decides what is compiled (`Trainer.compile`, `runtime.compile`) and
 where training sets live (`Trainer.resident`, `runtime.resident_data`), and times the run
 (`Trainer.timing`).
 
@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import torch
 
-from genaug import distributed, faults
+from genaug import distributed, faults, tracking
 from genaug.checkpoints import Checkpoints, GlobalRNG
 from genaug.config import RuntimeConfig
 from genaug.errors import Interrupted, UserError
@@ -112,9 +112,11 @@ CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile's modes t
 
 class Trainer:
     def __init__(self, runtime: RuntimeConfig, steps: int, log_path: Path, stage: str,
-                 on_step: OnStep | None = None, checkpoint_dir: Path | None = None, run: str = ""):
+                 on_step: OnStep | None = None, checkpoint_dir: Path | None = None, run: str = "",
+                 tracker: tracking.Run | None = None):
         """`stage`: the config section of the stage this trains ("mae", "ddpm", ...): its precision and
-        batch-size key; `run`: which of the stage's runs ("thermal-real-seed0"), for messages only."""
+        batch-size key; `run`: which of the stage's runs ("thermal-real-seed0"), for messages only;
+        `tracker`: where the main process also sends each logged row and the learning rates (genaug.tracking)."""
         from accelerate import Accelerator
         from accelerate.utils import DataLoaderConfiguration
 
@@ -146,6 +148,7 @@ class Trainer:
         # after fit: precision and compile decisions, first and steady step times, batch rule
         self.timing: dict[str, Any] = {"precision": self.precision, "precision_reason": why}
         self.samplers: list = []  # every `batches` sampler, for the batch rule in `timing`
+        self.tracker = tracker if self.main else None
 
     @property
     def cuda(self) -> bool:
@@ -256,6 +259,13 @@ class Trainer:
         Under several processes the losses are averaged over them at log and checkpoint steps (the only
         points where they meet); the non-finite check and a Ctrl-C act there, in every process at once.
         """
+        try:
+            return self._fit(step, state)
+        finally:  # stopped or not, what the tracker holds is written out
+            if self.tracker is not None:
+                self.tracker.finish()
+
+    def _fit(self, step: StepFn, state: dict[str, Any] | None) -> list[dict[str, float]]:
         checkpoints = self.checkpoints if state is not None else Checkpoints(None, 0, 1)
         state = {**(state or {}), "global_rng": GlobalRNG()}
         loop = self._restore(checkpoints, state, checkpoints.latest())
@@ -267,9 +277,12 @@ class Trainer:
         start = loop.step
         multi = self.world > 1
         pending = 0  # several processes: this many latest per-step losses are still this process's own
+        rates: dict[str, float] = {}
         while loop.step < self.steps:
             loop.step += 1
             i = loop.step
+            if self.tracker is not None and (i % self.log_every == 0 or i == self.steps):
+                rates = tracking.learning_rates(state)  # the step's own rates: its schedule steps inside it
             if self.graphed:  # a new iteration: the previous step's graph outputs may be overwritten now
                 torch.compiler.cudagraph_mark_step_begin()
             for name, value in step(i - 1).items():
@@ -296,7 +309,7 @@ class Trainer:
                 if bad:
                     loop = self._non_finite(bad[0], i, loop, checkpoints, state)
                     continue
-                self._log(row)
+                self._log(row, rates)
                 loop.history.append(row)
                 loop.sums, loop.since_log = {}, 0
             if checkpoints.due(i, self.steps) or (stopping and checkpoints.folder is not None):
@@ -354,15 +367,19 @@ class Trainer:
             self.rolled_back = self.rolled_back or saved.get("rolled_back", False)  # once per stage, across resumes
         if self.main:
             self.log_path.write_text("".join(json.dumps(r) + "\n" for r in loop.history))
+        if self.tracker is not None:  # the same cut in the tracker's run
+            self.tracker.start(first_step=loop.step + 1)
         if self.world > 1:  # every process has read the checkpoint before the main one may replace it
             distributed.barrier()
         return loop
 
-    def _log(self, row: dict[str, float]) -> None:
+    def _log(self, row: dict[str, float], rates: dict[str, float]) -> None:
         if not self.main:
             return
         with open(self.log_path, "a") as log:
             log.write(json.dumps(row) + "\n")
+        if self.tracker is not None:
+            self.tracker.log({k: v for k, v in row.items() if k != "step"} | rates, step=row["step"])
 
     def _non_finite(self, name: str, i: int, loop: Loop, checkpoints: Checkpoints, state: dict) -> Loop:
         """Stop (a UserError naming the step and the last good checkpoint), or roll back once."""

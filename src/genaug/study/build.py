@@ -18,6 +18,8 @@ from genaug.analysis import health
 from genaug.config import Config
 from genaug.distributed import world_size
 from genaug.engine import Trainer, clear_stop, request_stop, stop_requested
+from genaug.tracking import OFF, Run
+from genaug.generators.registry import SYNTHETIC_STAGES
 from genaug.study.plan import Step
 from genaug.study.resources import check_disk, check_memory, disk_need, memory_need, out_of_memory
 from genaug.study.stages import Context
@@ -26,7 +28,7 @@ from genaug.study.store import Store, load_current_plan
 
 def images_written(cfg: Config, step: Step) -> int:
     """How many images a stage writes: its synthetic set (the ratio sweep draws from it), or nothing."""
-    return cfg.study.n_synthetic if step.stage in ("ddpm", "cyclegan", "pix2pix", "vit_translator", "chain") else 0
+    return cfg.study.n_synthetic if step.stage in SYNTHETIC_STAGES else 0
 
 
 @contextmanager
@@ -68,8 +70,12 @@ def build_step(step: Step, cfg: Config, store: Store, progress: Progress, task) 
     trainers: list[Trainer] = []
 
     def trainer(steps: int, log: str) -> Trainer:
+        # named by the stage's final folder, not the temporary one it is built in, so that the tracker's
+        # run outlasts the rename and a resumed stage continues it; a second loop of a stage gets its own
+        run = step.folder if log == "log.jsonl" else f"{step.folder}/{log.removesuffix('.jsonl')}"
+        tracker = Run(cfg.runtime.log_with, store.root, run) if cfg.runtime.log_with != OFF else None
         made = Trainer(cfg.runtime, steps, tmp / log, step.stage, on_step,
-                       store.checkpoints(step.stage, step.name, step.key), run=step.name)
+                       store.checkpoints(step.stage, step.name, step.key), run=step.name, tracker=tracker)
         latest = made.checkpoints.latest()
         if latest is not None:
             progress.console.print(f"resuming {label} from {latest.relative_to(store.root)}")
