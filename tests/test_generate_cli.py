@@ -187,3 +187,53 @@ def test_sample_user_errors_are_one_line(pipeline, tmp_path):
     assert "no DDPM pipeline" in one_line_error(sample(tmp_path, tmp_path / "o"))
     assert "is a file" in one_line_error(sample(pipeline, tmp_path / "file"))
     assert not (tmp_path / "o").exists()
+
+
+def test_sample_needs_only_the_model_n_and_out_dpmsolver_20_steps_by_default(pipeline, tmp_path, monkeypatch):
+    asked = []
+
+    def spy(pipeline_dir, n, sampler, steps, batch_size, seed, device, on_batch):
+        asked.append((sampler, steps))  # the real sampler runs in the thermal test below
+        return torch.zeros((n, 3, 8, 8), dtype=torch.uint8)
+
+    monkeypatch.setattr(ddpm, "sample", spy)
+    result = runner.invoke(app, ["sample", str(pipeline), "--n", "2", "--device", "cpu", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert asked == [("dpmsolver++", 20)]
+    assert "RGB 8x8" in result.output and "dpmsolver++, 20 steps, seed 0" in result.output
+    assert len(pngs(tmp_path / "d")) == 2
+
+
+@pytest.fixture(scope="module")
+def thermal_pipeline(tmp_path_factory):
+    """A 1-channel (thermal) DDPM trained two steps on 8^2 images, with 10 training timesteps (fewer than
+    the default 20 sampling steps), saved as a ddpm stage folder as the study saves it (EMA pipeline/)."""
+    stage = tmp_path_factory.mktemp("thermal-ddpm-stage")
+    cfg = DDPMConfig(block_out_channels=[8, 16], attention_levels=[], steps=2, batch_size=2, warmup_steps=0,
+                     train_timesteps=10)
+    thermal = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    trainer = Trainer(RuntimeConfig(device="cpu"), cfg.steps, stage / "log.jsonl", "ddpm")
+    unet, ema_unet, scheduler, _ = ddpm.train(cfg, thermal, seed=0, trainer=trainer)
+    assert unet.config.in_channels == unet.config.out_channels == 1
+    ddpm.save(stage, unet, scheduler, ema_unet)
+    return stage
+
+
+def test_sample_writes_a_thermal_ddpms_samples_as_grayscale_pngs(thermal_pipeline, tmp_path):
+    out = tmp_path / "thermal"
+    result = runner.invoke(app, ["sample", str(thermal_pipeline), "--n", "2", "--device", "cpu", "--out", str(out),
+                                 "--seed", "2"])
+    assert result.exit_code == 0, result.output
+    # the default 20 steps are more than its 10 training timesteps: it takes the most DPM-Solver++ can,
+    # 9 (all 10 fail inside diffusers with "leading" spacing), rather than refusing
+    assert "grayscale 8x8" in result.output and "dpmsolver++, 9 steps" in result.output
+    expected = ddpm.sample(thermal_pipeline / "pipeline", 2, "dpmsolver++", 9, 64, 2, "cpu")
+    assert expected.shape == (2, 1, 8, 8)
+    for i in range(2):
+        written = Image.open(out / f"sample_{i:06d}.png")
+        assert written.mode == "L" and written.size == (8, 8)
+        assert np.array_equal(np.asarray(written), expected[i, 0].numpy())
+    assert not torch.equal(expected[0], expected[1])
+    error = one_line_error(runner.invoke(app, ["sample", str(thermal_pipeline), "--n", "1", "--steps", "10",
+                                              "--out", str(tmp_path / "o")]))
+    assert "--steps 10: dpmsolver++ takes at most 9 of the 10 timesteps" in error

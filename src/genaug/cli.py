@@ -243,7 +243,7 @@ def _output_folder(out: Path) -> None:
         raise UserError(f"--out {out}: is a file, not a folder; give a folder to write the PNGs into")
 
 
-def _image_files(items: list[Path]) -> list[Path]:
+def _image_files(items: list[Path], command: str = "translate") -> list[Path]:
     """Image files, and the image files (IMAGE_SUFFIXES, not recursive) of folders, in a stable order."""
     from genaug.data.images import IMAGE_SUFFIXES
 
@@ -262,7 +262,7 @@ def _image_files(items: list[Path]) -> list[Path]:
     for path in files:
         if path.stem in seen:
             raise UserError(f"{seen[path.stem]} and {path} would both be written as {path.stem}.png; "
-                            "rename one or translate them separately")
+                            f"rename one or {command} them separately")
         seen[path.stem] = path
     return files
 
@@ -305,19 +305,22 @@ def sample(
     ddpm_dir: Path = typer.Argument(..., help="A DDPM pipeline folder (model_index.json) or the ddpm stage "
                                     "folder holding it as pipeline/."),
     n: int = typer.Option(..., "--n", help="Number of images."),
-    sampler: str = typer.Option(..., help="dpmsolver++, ddim or ddpm."),
-    steps: int = typer.Option(..., help="Denoising steps (dpmsolver++: 20 is plenty; ddpm: the training 1000)."),
+    sampler: str = typer.Option("dpmsolver++", help="dpmsolver++, ddim or ddpm (the study's samplers)."),
+    steps: Optional[int] = typer.Option(None, help="Denoising steps. Default: 20 (the study's ddpm.sample_steps, "
+                                        "plenty for dpmsolver++), fewer if the DDPM was trained with fewer "
+                                        "timesteps; ddpm needs the training 1000."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write sample_000000.png, ... into."),
     seed: int = typer.Option(0, help="Same seed, same images."),
     batch_size: int = typer.Option(64, help="Images denoised at once."),
     size: int = typer.Option(0, help="Resize the samples to this side; 0 = the DDPM's training side."),
     device: str = typer.Option("auto", help="auto (cuda when available), cpu or cuda."),
 ):
-    """Sample RGB images from a trained DDPM."""
+    """Sample images from a trained DDPM: RGB PNGs from an RGB model, grayscale from a 1-channel (thermal) one."""
     import json
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from genaug.config import DDPMConfig
     from genaug.data.images import RESAMPLE_POLICY, resize_square, write_png_folder
     from genaug.generators import ddpm
 
@@ -327,8 +330,8 @@ def sample(
                         "one); give a ddpm stage folder or its pipeline/ folder")
     if sampler not in ddpm.SAMPLERS:
         raise UserError(f"--sampler {sampler!r}: use one of {', '.join(ddpm.SAMPLERS)}")
-    for name, value, low in (("--n", n, 1), ("--steps", steps, 1), ("--batch-size", batch_size, 1),
-                             ("--size", size, 0)):
+    for name, value, low in (("--n", n, 1), ("--steps", 1 if steps is None else steps, 1),
+                             ("--batch-size", batch_size, 1), ("--size", size, 0)):
         if value < low:
             raise UserError(f"{name} {value}: must be at least {low}")
     if not 0 <= seed < 2**32:
@@ -336,12 +339,20 @@ def sample(
     _output_folder(out)
     scheduler_config = pipeline / "scheduler" / "scheduler_config.json"
     try:
-        train_timesteps = json.loads(scheduler_config.read_text())["num_train_timesteps"]
+        schedule = json.loads(scheduler_config.read_text())
+        train_timesteps = schedule["num_train_timesteps"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"{scheduler_config}: unreadable ({e.__class__.__name__}); the pipeline was not saved "
                         "completely, train it again") from None
-    if steps > train_timesteps:
-        raise UserError(f"--steps {steps}: more than the {train_timesteps} timesteps the DDPM was trained with; "
+    # diffusers' DPM-Solver++ with "leading" spacing (DDPMScheduler's, which genaug saves) fails with an
+    # IndexError when asked for every training timestep; one fewer works
+    leading = sampler == "dpmsolver++" and schedule.get("timestep_spacing", "leading") == "leading"
+    most = train_timesteps - 1 if leading else train_timesteps
+    if steps is None:  # the study's own default (ddpm.sample_steps: 20, plenty for DPM-Solver++)
+        steps = min(DDPMConfig.model_fields["sample_steps"].default, most)
+    if steps > most:
+        why = (f"{sampler} takes at most {most} of" if most < train_timesteps else "more than")
+        raise UserError(f"--steps {steps}: {why} the {train_timesteps} timesteps the DDPM was trained with; "
                         "lower it")
     device = _device(device)
     columns = (TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -349,14 +360,170 @@ def sample(
         task = progress.add_task("sample", total=n)
         images = ddpm.sample(pipeline, n, sampler, steps, batch_size, seed, device,
                              on_batch=lambda done: progress.update(task, completed=done))
-    side = images.shape[-1]
+    side, channels = images.shape[-1], images.shape[1]
     note = ""
     if size and size != side:
         images = resize_square(images, size)
         note = f", resized from {side}x{side} ({RESAMPLE_POLICY})"
     write_png_folder(out, images, [f"sample_{i:06d}" for i in range(n)])
-    typer.echo(f"wrote {n} samples to {out}: {images.shape[-1]}x{images.shape[-1]}{note}; {sampler}, {steps} steps, "
-               f"seed {seed}, on {device}")
+    kind = "RGB" if channels == 3 else "grayscale" if channels == 1 else f"{channels}-channel"
+    typer.echo(f"wrote {n} samples to {out}: {kind} {images.shape[-1]}x{images.shape[-1]}{note}; {sampler}, "
+               f"{steps} steps, seed {seed}, on {device}")
+
+
+RESIZES = ("crop", "pad", "squash")
+THERMAL_16BIT = ("full", "minmax")
+
+
+def _study_facts(model_folder: Path) -> dict:
+    """What the study that saved this MAE knew about its images, where the MAE still sits in its run
+    directory (RUN_DIR/mae/<name>/model): its modality (the mae stage's manifest), the resize policy of
+    the split it trained on (that split's manifest), and the run's data.folder.thermal_16bit and eval.seed
+    (RUN_DIR/config.toml). A fact not found is left out: the caller falls
+    back to the config defaults and says so."""
+    import json
+    import tomllib
+
+    from genaug.study.store import MANIFEST
+
+    facts: dict = {}
+    stage = model_folder.parent
+    run_dir = stage.parent.parent
+    try:
+        manifest = json.loads((stage / MANIFEST).read_text())
+        if manifest.get("stage") != "mae":
+            return facts
+        facts["modality"] = manifest["modality"]
+        split = json.loads((run_dir / "split" / manifest["inputs"]["split"] / MANIFEST).read_text())
+        facts["resize"] = split["resize"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return facts
+    try:
+        config = tomllib.loads((run_dir / "config.toml").read_text())
+        facts["thermal_16bit"] = config["data"]["folder"]["thermal_16bit"]
+        facts["eval_seed"] = config["eval"]["seed"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return facts
+
+
+@app.command()
+@user_errors
+def reconstruct(
+    mae_dir: Path = typer.Argument(..., help="A trained MAE: an mae stage folder (RUN_DIR/mae/<name>) or the "
+                                   "model/ folder inside it."),
+    images: list[Path] = typer.Argument(..., help="Image files, or folders of them."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write <stem>.png strips (original | masked | "
+                             "reconstruction) and masked_mse.csv into."),
+    mask_seed: Optional[int] = typer.Option(None, "--mask-seed", help="Seed of the fixed masks. Default: the "
+                                            "run's eval.seed (1234 unless the study set another)."),
+    mask_ratio: Optional[float] = typer.Option(None, "--mask-ratio", help="Share of the patches hidden. Default: "
+                                               "the model's own (mae.mask_ratio)."),
+    resize: str = typer.Option("", help="Fit images to the MAE's side by crop, pad or squash. Default: the "
+                               "study's data.resize (crop when the MAE is no longer in its run directory)."),
+    thermal_16bit: str = typer.Option("", "--thermal-16bit", help="16-bit thermal files: full or minmax. Default: "
+                                      "the study's data.folder.thermal_16bit, else full."),
+    device: str = typer.Option("auto", help="auto (cuda when available), cpu or cuda."),
+):
+    """Show what a trained MAE makes of any images, with the study's fixed masks, and score it.
+
+    Each image's mask is the one the study's evaluation gives the image whose id is the file's stem: a
+    test frame saved as <its id>.png gets exactly its mask, and the masked MSE of the study's per_image.csv.
+    """
+    import csv
+
+    import numpy as np
+    import torch
+    from PIL import Image
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from genaug import mae
+    from genaug.config import EvalConfig
+    from genaug.data.frames import with_channels
+    from genaug.data.images import fit_square, from_unit, grid, read_rgb, read_thermal, to_tensor, to_unit
+    from genaug.probe import load_encoder
+
+    folder, config = mae.saved_model(mae_dir)
+    side, patch, channels = config.get("image_size"), config.get("patch_size"), config.get("num_channels")
+    if not (isinstance(side, int) and isinstance(patch, int) and side % patch == 0 and channels in (1, 3)):
+        raise UserError(f"{folder / 'config.json'}: image_size {side}, patch_size {patch}, num_channels {channels} "
+                        "is not a genaug MAE (square images in whole patches, 1 or 3 channels); give one the "
+                        "study saved")
+    facts = _study_facts(folder)
+    study = lambda key: " (the study's)" if key in facts else " (default: no study beside the MAE)"
+    modality = facts.get("modality", "rgb" if channels == 3 else "thermal")
+    if resize and resize not in RESIZES:
+        raise UserError(f"--resize {resize!r}: use one of {', '.join(RESIZES)}")
+    if thermal_16bit and thermal_16bit not in THERMAL_16BIT:
+        raise UserError(f"--thermal-16bit {thermal_16bit!r}: use one of {', '.join(THERMAL_16BIT)}")
+    resize_note = "" if resize else study("resize")
+    resize = resize or facts.get("resize", "crop")
+    policy_16bit = thermal_16bit or facts.get("thermal_16bit", "full")
+    seed_note = "" if mask_seed is not None else study("eval_seed")
+    seed = mask_seed if mask_seed is not None else facts.get("eval_seed", EvalConfig().seed)
+    if not 0 <= seed < 2**31:
+        raise UserError(f"--mask-seed {seed}: use a seed from 0 to {2**31 - 1}, as eval.seed")
+    ratio = config.get("mask_ratio", 0.75) if mask_ratio is None else mask_ratio
+    num_patches = (side // patch) ** 2
+    kept = int(num_patches * (1 - ratio))  # ViTMAE's rule (mae.mask_from_noise)
+    if not 0 < ratio < 1 or not 1 <= kept < num_patches:
+        raise UserError(f"--mask-ratio {ratio}: hides {num_patches - kept} of the {num_patches} patches of this "
+                        f"MAE; choose a ratio that hides some but not all (the model's own is "
+                        f"{config.get('mask_ratio')})")
+    _output_folder(out)
+    files = _image_files(images, "reconstruct")
+    device = _device(device)
+    model, normalizer = load_encoder(folder, device)
+    model.config.mask_ratio = ratio  # ViTMAE reads it at every forward pass
+
+    def read(path: Path) -> np.ndarray:
+        array = read_rgb(path) if modality == "rgb" else read_thermal(path, policy_16bit)[0]
+        h, w = array.shape[:2]
+        short = max(w, h) if resize == "pad" else min(w, h)  # the side the policy scales to the MAE's
+        if short < side:  # the study never upscales a frame (data.frames._fit): neither does its MAE's test
+            raise UserError(f"{path}: {w}x{h} is smaller than this MAE's {side}x{side} images ('{resize}' would "
+                            f"upscale its {short}-pixel side); give an image at least {side} pixels there")
+        return fit_square(array, side, resize)
+
+    scores: list[tuple[str, float]] = []
+    # In chunks, so a folder of thousands of frames never sits in memory at once.
+    for start in range(0, len(files), 64):
+        chunk = files[start : start + 64]
+        batch = to_tensor(np.stack([read(path) for path in chunk]))
+        if modality == "thermal":
+            batch = with_channels(batch, channels)  # a 3-channel thermal MAE saw the channel repeated
+        ids = [path.stem for path in chunk]  # the image id of the study's fixed mask
+        prediction, mask = mae.reconstruct(model, normalizer, batch, mae.fixed_noise(ids, num_patches, seed))
+        mse, _ = mae.masked_errors(prediction, to_unit(batch), mask, patch)
+        # drawn as the study's report draws its examples (study.stages.run_eval)
+        pixel_mask = mae.patch_mask_to_pixels(mask, patch, side)
+        masked = batch * (1 - pixel_mask).to(torch.uint8) + (pixel_mask * 127).to(torch.uint8)
+        pasted = from_unit(to_unit(batch) * (1 - pixel_mask) + prediction * pixel_mask)
+        out.mkdir(parents=True, exist_ok=True)  # only now: an unreadable first image leaves no folder behind
+        for i, image_id in enumerate(ids):
+            strip = grid(torch.stack([batch[i], masked[i], pasted[i]]), columns=3)
+            Image.fromarray(strip).save(out / f"{image_id}.png")
+        scores += zip(ids, mse.tolist())
+    with open(out / "masked_mse.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "masked_mse"])
+        writer.writerows([image_id, f"{value:.8g}"] for image_id, value in scores)
+    table = Table("image", "masked MSE")
+    for image_id, value in scores:
+        table.add_row(escape(image_id), f"{value:.6g}")
+    if len(scores) > 1:
+        table.add_section()
+        table.add_row("mean", f"{sum(v for _, v in scores) / len(scores):.6g}")
+    console = Console()
+    console.print(table)
+    console.print(f"masked MSE: over the hidden pixels, in [0, 1] pixel units, by the MAE in {folder}",
+                  markup=False, soft_wrap=True)
+    console.print(f"wrote {len(scores)} strips (original | masked | reconstruction) and masked_mse.csv to {out}; "
+                  f"masks: seed {seed}{seed_note}, {num_patches - kept} of {num_patches} patches hidden (ratio "
+                  f"{ratio}); {modality} images fitted to {side}x{side} by '{resize}'{resize_note}", markup=False,
+                  soft_wrap=True)
 
 
 def main() -> None:

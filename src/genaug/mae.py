@@ -381,6 +381,34 @@ def train(cfg: MAEConfig, images: torch.Tensor, normalizer: Normalizer, seed: in
     return trainer.accelerator.unwrap_model(model), history
 
 
+def saved_model(mae_dir: Path) -> tuple[Path, dict]:
+    """An MAE as the study saves it -> (the folder `save_pretrained` wrote, its config.json as a dict).
+
+    `mae_dir` is that folder or the mae stage folder holding it as `model/`. Cheap (JSON only, no
+    transformers), so a wrong folder is named in one line before anything loads; the weights and
+    normalisation are then loaded by `probe.load_encoder`.
+    """
+    folder = Path(mae_dir)
+    if not (folder / "config.json").is_file() and (folder / "model" / "config.json").is_file():
+        folder = folder / "model"
+    path = folder / "config.json"
+    fix = "give an mae stage folder (RUN_DIR/mae/<name>) or the model/ folder inside it"
+    if not path.is_file():
+        what = "no such folder" if not Path(mae_dir).is_dir() else "no config.json there nor in its model/"
+        raise UserError(f"{mae_dir}: no saved MAE ({what}); {fix}")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable ({e.__class__.__name__}); {fix}") from None
+    if not isinstance(config, dict):
+        config = {}
+    # a translator's config.json names it in "model", a diffusers model's in "_class_name"
+    kind = config.get("model_type") or config.get("model") or config.get("_class_name")
+    if kind != "vit_mae":
+        raise UserError(f"{path}: a {kind!r} model, not a ViT-MAE (model_type 'vit_mae'); {fix}")
+    return folder, config
+
+
 def fixed_noise(ids: list[str], num_patches: int, eval_seed: int) -> torch.Tensor:
     """(B, L) noise for ViTMAE, a pure function of (image id, eval seed): the same mask for every model."""
     rows = []
