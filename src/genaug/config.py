@@ -402,7 +402,7 @@ class ProbeConfig(Strict):
 
     tasks: list[str] = Field(["default"], description="label tasks to probe: default = the source's own "
                              "(scenes and KAIST: person present; folder: probe.labels' label column), or task "
-                             "names (scenes: person, cars, night); [] = no probe")
+                             "names (scenes: person, car, cars, night); [] = no probe")
     kaist_min_height: int = Field(50, ge=1, description="KAIST: a frame shows a person when it has a 'person' box "
                                   "at least this many pixels tall (the benchmark's 'reasonable' setting)")
     labels: str = Field("", description="folder source: a CSV with columns image,label (image = file stem); "

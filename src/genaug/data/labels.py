@@ -2,7 +2,8 @@
 
 Tasks each source offers (`probe.tasks = ["default"]` picks the first, the source's own):
 
-    scenes  person (at least one pedestrian), cars (how many: 0..scenes.MAX_CARS), night (day / night)
+    scenes  person (at least one pedestrian), car (at least one car), cars (how many: 0..scenes.MAX_CARS),
+            night (day / night)
     kaist   person (a `person` box at least probe.kaist_min_height tall in annotations/setXX/VYYY/I#####.txt)
     folder  label (the CSV probe.labels, columns image,label; default only when probe.labels is set)
 
@@ -23,7 +24,7 @@ from genaug.data.frames import FrameRef
 from genaug.errors import UserError
 
 DEFAULT = "default"
-TASKS: dict[str, tuple[str, ...]] = {"scenes": ("person", "cars", "night"), "kaist": ("person",), "folder": ("label",)}
+TASKS: dict[str, tuple[str, ...]] = {"scenes": ("person", "car", "cars", "night"), "kaist": ("person",), "folder": ("label",)}
 
 
 def default_tasks(data: DataConfig, probe: ProbeConfig) -> list[str]:

@@ -43,13 +43,14 @@ class ScenesSource:
         return []  # rendered, not read: the seed is the content
 
     def labels(self, refs: list[FrameRef], tasks: list[str], probe) -> dict[str, tuple[list[int], list[str]]]:
-        """person (>= 1 pedestrian), cars (the count), night, from each frame's content (never its pixels):
-        the same for the same seed and frame, whatever data.image_size."""
+        """person (>= 1 pedestrian), car (>= 1 car), cars (the count), night, from each frame's content (never
+        its pixels): the same for the same seed and frame, whatever data.image_size."""
         cfg = self.data.scenes
         content = [scenes.frame_content(self.seed, int(ref.id.rsplit("_", 1)[1]), cfg.width, cfg.height,
                                         cfg.night_fraction) for ref in refs]
         tables = {
             "person": ([int(c["n_people"] > 0) for c in content], list(PERSON_NAMES)),
+            "car": ([int(c["n_cars"] > 0) for c in content], ["no car", "car"]),
             "cars": ([c["n_cars"] for c in content], [str(n) for n in range(scenes.MAX_CARS + 1)]),
             "night": ([int(c["night"]) for c in content], ["day", "night"]),
         }

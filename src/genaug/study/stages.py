@@ -95,8 +95,10 @@ def run_ddpm(ctx: Context) -> None:
     cfg, n, size, modality = ctx.cfg.ddpm, ctx.cfg.study.n_synthetic, ctx.cfg.data.image_size, ctx.params["modality"]
     split = load_split(ctx.inputs["split"])
     steps = ctx.params["steps"]  # the plan's count: ddpm.steps, or ddpm.epochs over the pool
-    unet, ema_unet, scheduler, _ = ddpm.train(cfg, split["pool"].modality(modality), ctx.cfg.seed,
-                                              ctx.trainer(steps, "log.jsonl"))
+    pool = split["pool"].modality(modality)
+    if modality == "thermal":  # one channel, repeated in the frames (data.thermal_channels): learn the one
+        pool = pool[:, :1]
+    unet, ema_unet, scheduler, _ = ddpm.train(cfg, pool, ctx.cfg.seed, ctx.trainer(steps, "log.jsonl"))
     ddpm.save(ctx.out, unet, scheduler, ema_unet)
     images = ddpm.sample(ctx.out / "pipeline", n, cfg.sampler, cfg.sample_steps, cfg.sample_batch_size,
                          ctx.cfg.seed, ctx.device, on_batch=lambda done: ctx.advance(steps + done),
@@ -199,7 +201,11 @@ def write_synthetic(ctx: Context, images: torch.Tensor, split: dict[str, Frames]
     """The synthetic set as PNGs, scored (FD, KID) against the held-out real test images of its modality,
     beside the same scores for as many real training frames: the value a perfect generator would get."""
     from genaug.analysis.fidelity import fidelity
+    from genaug.data.frames import with_channels
 
+    if modality == "thermal":  # the real frames' channel rule: one thermal channel, repeated to thermal_channels
+        grey = images[:, :1] if images.shape[1] == 1 else images.float().mean(dim=1, keepdim=True).round().to(torch.uint8)
+        images = with_channels(grey, ctx.cfg.data.thermal_channels)
     q = ctx.cfg.quality
     ids = [f"{generator.replace('>', '-')}_{i:06d}" for i in range(len(images))]
     write_png_folder(ctx.out / "images", images, ids)
