@@ -102,11 +102,13 @@ def validate(
     config: Optional[Path] = typer.Argument(None, help="Study config (TOML). Omitted: the built-in quickstart."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ):
-    """Check a config and its data (every selected image is decoded into the cache), print the plan; train nothing."""
+    """Check a config and its data (every selected image is decoded into the cache, every probe label read),
+    print the plan and the label balance; train nothing."""
     from rich.console import Console
 
     from genaug.config import load_config
     from genaug.data.cache import load_cached
+    from genaug.data.labels import LabelReader, balance
     from genaug.data.selection import select
     from genaug.data.sources import open_source
     from genaug.study.plan import make_plan
@@ -117,9 +119,14 @@ def validate(
     console.print(plan_table(make_plan(cfg), None))
     source = open_source(cfg.data, cfg.seed)
     selection = select(cfg, source)  # counts, partners, split files, leakage: paths only
-    for refs in selection.sets.values():  # every selected image decoded once (a truncated file is named);
-        load_cached(source, refs, cfg.data, cfg.seed, selection.modalities)  # `run` then reads the cache
-    console.print_json(data=selection.summary())
+    # the probe's labels too, as the split stage reads them: a missing or malformed annotation is named here
+    reader = LabelReader(source, cfg.data, cfg.probe)
+    reader.check([ref for refs in selection.sets.values() for ref in refs])
+    balances = {}
+    for name, refs in selection.sets.items():  # every selected image decoded once (a truncated file is
+        frames, _ = load_cached(source, refs, cfg.data, cfg.seed, selection.modalities, labels=reader)  # named)
+        balances[name] = {task: balance(frames.labels[task], frames.label_names[task]) for task in reader.tasks}
+    console.print_json(data={**selection.summary(), "labels": {"notes": reader.notes(), "balance": balances}})
     console.print(f"{config or 'built-in quickstart config'}: valid")
 
 

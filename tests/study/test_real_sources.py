@@ -169,3 +169,28 @@ def test_bad_kaist_data_is_one_line_before_any_training(kaist_root, tmp_path, ho
     assert lines[-1].startswith("error:") and needle in lines[-1] and "Traceback" not in result.output
     left = {p.relative_to(out).as_posix() for p in out.rglob("*")}
     assert left <= {".current-plan.json", "split"}, sorted(left)
+
+
+@pytest.mark.parametrize("how", ["missing annotation", "malformed annotation", "truncated"])
+def test_validate_reads_what_the_run_would(kaist_root, tmp_path, how):
+    """`genaug validate` reads the probe's annotations as the split stage will (and decodes every image):
+    damage a run would stop on is named by validate first, in the same one line; an intact tree validates
+    with each set's label balance."""
+    import shutil
+
+    root = tmp_path / "kaist"
+    shutil.copytree(kaist_root, root)
+    args = ["validate", *kaist_args(root, tmp_path / "unused", "data.n_pool=56")[3:]]
+    intact = runner.invoke(app, args)
+    assert intact.exit_code == 0, intact.output
+    shown = json.loads(intact.output[intact.output.index("{"):intact.output.rindex("}") + 1])
+    balance = shown["labels"]["balance"]
+    assert set(balance) == {"pool", "train", "test"}
+    assert {sum(counts["person"].values()) for counts in balance.values()} <= {56, 24, 8}
+    assert any(counts["person"]["person"] for counts in balance.values())
+    needle = damage(root, how)
+    result = runner.invoke(app, args)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2, result.output
+    assert lines[-1].startswith("error:") and needle in lines[-1] and "Traceback" not in result.output
+    assert not (tmp_path / "unused").exists()
