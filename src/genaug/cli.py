@@ -51,7 +51,7 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<config name>)."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
     launcher: str = typer.Option("auto", "--launcher", help="inprocess (steps here, in order), local "
-                                 "(each step a job on this machine) or slurm (each step a SLURM job; see [slurm]); "
+                                 "(each step a job on this machine) or slurm (each step a SLURM job; see the slurm.* keys); "
                                  "auto: local on CUDA in one process, else inprocess"),
     max_parallel: Optional[int] = typer.Option(None, "--max-parallel", help="jobs at once (local / slurm); "
                                                "default: runtime.processes_per_gpu x GPUs for local jobs on CUDA, "
@@ -102,8 +102,7 @@ def validate(
     config: Optional[Path] = typer.Argument(None, help="Study config (TOML). Omitted: the built-in quickstart."),
     set_: list[str] = typer.Option([], "--set", help=SET_HELP),
 ):
-    """Check a config and its data (every selected image is decoded into the cache, every probe label read),
-    print the plan and the label balance; train nothing."""
+    """Check a config and its data (every image decoded into the cache, every label read); train nothing."""
     from rich.console import Console
 
     from genaug.config import load_config
