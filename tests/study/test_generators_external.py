@@ -250,6 +250,34 @@ def test_thermal_ddpm_trains_and_samples_thermal(thermal_study):
     assert mae["n_images"] == 48 + 16
 
 
+def test_the_thermal_ddpm_learns_the_pools_thermal_frames(thermal_study, tmp_path, monkeypatch):
+    """What run_ddpm hands the DDPM's training: exactly the pool's thermal frames (not its RGB ones)."""
+    from genaug.engine import Trainer
+    from genaug.generators import ddpm
+    from genaug.study import stages
+    from genaug.study.outputs import load_split
+
+    class Seen(Exception):
+        pass
+
+    def capture(cfg, images, seed, trainer):
+        raise Seen(images)
+
+    monkeypatch.setattr(ddpm, "train", capture)
+    cfg = load_config(thermal_study / "config.toml")
+    split_dir = one(thermal_study, "split/split-*")
+    out = tmp_path / "ddpm"
+    out.mkdir()
+    ctx = stages.Context(cfg=cfg, out=out, inputs={"split": split_dir},
+                         params={"modality": "thermal", "generator": "ddpm", "steps": 2}, manifest={},
+                         trainer=lambda steps, log: Trainer(cfg.runtime, steps, out / log, "ddpm"),
+                         advance=lambda done: None, note=lambda text: None)
+    with pytest.raises(Seen) as seen:
+        stages.run_ddpm(ctx)
+    pool = load_split(split_dir)["pool"]
+    assert torch.equal(seen.value.args[0], pool.thermal) and not torch.equal(seen.value.args[0], pool.rgb[:, :1])
+
+
 def test_thermal_ddpm_with_three_thermal_channels_samples_three(tmp_path):
     from diffusers import UNet2DModel
 
