@@ -130,6 +130,11 @@ def verdict_lines(probe: dict) -> list[str]:
                     lines.append(f"{head}no verdict ({c['no_verdict_reason']}): {body}.")
                 else:
                     lines.append(f"{head}{WORDS[c['verdict']]}: {body}.")
+            real = block["conditions"].get("real", {})
+            if real.get("beats_random_init"):  # the probe's known answer, stated when it holds
+                lines.append(f"probe {modality} {task}: real's features beat a random-init encoder's (balanced "
+                             f"accuracy {_pct(real['balanced_accuracy_mean'])} vs "
+                             f"{_pct(block['random_init_balanced_accuracy'])})")
             for condition, c in block["conditions"].items():
                 if c["beats_random_init"] is False:
                     lines.append(f"WARNING probe {modality} {task}: {condition}'s features are no better than a "
