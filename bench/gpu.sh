@@ -13,6 +13,9 @@ python3 -c "import torch, transformers, accelerate; print('torch', torch.__versi
 # genaug run on CUDA defaults to local submitit jobs (runtime.processes_per_gpu per GPU): say if it cannot
 python3 -c "import submitit; print('submitit', submitit.__version__)" \
   || echo "submitit MISSING: carry its wheel (and cloudpickle's) in .whl/, or paper_study's genaug run fails at its first job"
+# the probe stage fits its linear probe with scikit-learn (and joblib, threadpoolctl)
+python3 -c "import sklearn; print('scikit-learn', sklearn.__version__)" \
+  || echo "scikit-learn MISSING: carry its wheel (and joblib's, threadpoolctl's) in .whl/, or set probe.tasks=[]"
 status=0
 run_bench() {
   local script="bench/${1}_gpu.py"
