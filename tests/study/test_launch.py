@@ -171,7 +171,7 @@ def test_ctrl_c_on_the_driver_checkpoints_every_running_job_and_a_resubmitted_jo
     # after the split: the CycleGAN, the mean predictor's evaluation and the real-data MAE (the others
     # need the CycleGAN or the MAE), all three at once under --max-parallel 3
     split, cyclegan, mean, mae = plan[:4]
-    assert [f"{s.stage} {s.name}" for s in plan[:4]] == ["split split", "cyclegan cyclegan",
+    assert [f"{s.stage} {s.name}" for s in plan[:4]] == ["split split", "cyclegan thermal-cyclegan",
                                                          "eval thermal-mean-predictor", "mae thermal-real-seed0"]
     training = (cyclegan, mae)
     saved = {step.folder: Store(out).checkpoints(step.stage, step.name, step.key) for step in training}
