@@ -8,9 +8,9 @@ of mean losses every `runtime.log_every` steps (the only host synchronisation bu
 step, to time it; the same rows go to `runtime.log_with`'s tracker, see genaug.tracking), stopping at
 the first non-finite loss, and checkpoints every `runtime.checkpoint_every` steps from which a new
 `fit` with the same checkpoint folder resumes: same weights, same data order, same random numbers as
-if it never stopped (the format is genaug/checkpoints.py's). It also decides what is compiled (`Trainer.compile`, `runtime.compile`) and
-where training sets live (`Trainer.resident`, `runtime.resident_data`), and times the run
-(`Trainer.timing`).
+if it never stopped (the format is genaug/checkpoints.py's). It also decides what is compiled
+(`Trainer.compile`, `runtime.compile`) and where training sets live (`Trainer.resident`,
+`runtime.resident_data`), and times the run (`Trainer.timing`).
 
 Data-parallel (`accelerate launch` / `torchrun`, see genaug.distributed): the same loop runs in every
 process. The Accelerator wraps the models in DDP, every `*.batch_size` is the global batch (each
