@@ -23,6 +23,7 @@ from genaug import distributed, tracking
 from genaug.cli import app
 from genaug.config import RuntimeConfig, load_config
 from genaug.engine import Trainer
+from test_bad_inputs import assert_user_error  # tests/ is on the path (rootdir conftest)
 
 runner = CliRunner()
 
@@ -109,21 +110,11 @@ def test_log_with_changes_no_stage_key(study, tmp_path):
     assert sorted(p.name for p in (out / "tracking").rglob("events.out.tfevents.*")) == events
 
 
-def assert_one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
-    return lines[0]
-
-
 def test_a_tracker_that_is_not_installed_fails_in_one_line_before_anything_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(tracking, "available", lambda name: False)
     out = tmp_path / "run"
     result = genaug(out, *TINY, "runtime.log_with=tensorboard")
-    assert_one_line_error(result, "runtime.log_with", "'tensorboard' is not installed", "pip install tensorboard",
+    assert_user_error(result, "runtime.log_with", "'tensorboard' is not installed", "pip install tensorboard",
                           'runtime.log_with = "none"')
     assert not out.exists()
 
@@ -132,12 +123,12 @@ def test_a_tracker_that_is_not_installed_fails_in_one_line_before_anything_runs(
 def test_a_real_tracker_that_is_not_installed(tmp_path, name):
     """accelerate's own availability check, unpatched, on a tracker this environment lacks."""
     out = tmp_path / "run"
-    assert_one_line_error(genaug(out, *TINY, f"runtime.log_with={name}"), f"'{name}' is not installed")
+    assert_user_error(genaug(out, *TINY, f"runtime.log_with={name}"), f"'{name}' is not installed")
     assert not out.exists()
 
 
 def test_an_unknown_tracker_names_the_choices(tmp_path):
-    assert_one_line_error(genaug(tmp_path / "run", *TINY, "runtime.log_with=tensorbord"), "runtime.log_with",
+    assert_user_error(genaug(tmp_path / "run", *TINY, "runtime.log_with=tensorbord"), "runtime.log_with",
                           "'tensorbord'", "'tensorboard'")
 
 
